@@ -1,0 +1,80 @@
+"""Finds backend plugins (the ``hearth.backends`` entry-point group) and picks one.
+
+The built-in backends are listed here too, so a source checkout without installed
+package metadata still finds them. A backend whose dependency is missing is listed as
+unavailable, with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from backends.base import BackendPlugin
+from backends.hardware import Hardware
+
+ENTRY_POINT_GROUP = "hearth.backends"
+BUILTIN = {"llamacpp": "backends.llamacpp:LlamaCppPlugin"}
+
+
+class BackendUnavailable(Exception):
+    """The chosen backend cannot run here; the message says why and what to install."""
+
+
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    name: str
+    plugin: BackendPlugin | None
+    reason: str | None  # why it is unavailable
+
+    @property
+    def available(self) -> bool:
+        return self.plugin is not None and self.reason is None
+
+
+def discover() -> dict[str, PluginInfo]:
+    targets = dict(BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        targets[ep.name] = ep.value
+    return {name: _load(name, target) for name, target in sorted(targets.items())}
+
+
+def _load(name: str, target: str) -> PluginInfo:
+    module_name, _, attr = target.partition(":")
+    try:
+        plugin: BackendPlugin = getattr(importlib.import_module(module_name), attr)()
+    except Exception as exc:
+        return PluginInfo(name, None, f"cannot load plugin {target}: {exc}")
+    return PluginInfo(name, plugin, plugin.unavailable_reason())
+
+
+def is_mlx_model(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").exists()
+
+
+def choose(backend: str, path: Path, plugins: dict[str, PluginInfo], hw: Hardware) -> PluginInfo:
+    """The plugin for a model: the one named, or for ``auto`` by format and platform."""
+    name = backend if backend != "auto" else _auto(path, plugins, hw)
+    info = plugins.get(name)
+    if info is None:
+        known = ", ".join(plugins) or "none"
+        raise BackendUnavailable(f"unknown backend {name!r} (installed: {known})")
+    if not info.available:
+        raise BackendUnavailable(f"backend {name!r} is unavailable: {info.reason}")
+    return info
+
+
+def _auto(path: Path, plugins: dict[str, PluginInfo], hw: Hardware) -> str:
+    if is_mlx_model(path):
+        if not hw.apple_silicon:
+            raise BackendUnavailable(
+                f"{path} is an MLX model folder; MLX models need Apple Silicon and "
+                "pip install 'hearth[mlx]' (use a GGUF model on this machine)"
+            )
+        return "mlx"
+    for name, info in plugins.items():
+        if info.plugin is not None and info.plugin.accepts(path):
+            return name
+    raise BackendUnavailable(f"no backend reads {path} (expected a .gguf file or an MLX folder)")

@@ -1,0 +1,3 @@
+"""hearth: a local OpenAI-compatible LLM inference server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,71 @@
+"""The application factory: routes, error rendering, and the models' lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from server.errors import HearthError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
+from server.hub import ModelHub
+from server.routes import ROUTES
+
+log = logging.getLogger("hearth.app")
+
+
+def error_response(error: HearthError) -> Response:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
+
+
+async def _hearth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HearthError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        error: HearthError = MethodNotAllowed(f"method {request.method} is not allowed here")
+    elif exc.status_code == 404:
+        error = NotFound(f"no route for {request.method} {request.url.path}", code="not_found")
+    elif exc.status_code < 500:
+        error = InvalidRequest(str(exc.detail))
+    else:
+        error = InternalError(str(exc.detail))
+    response = error_response(error)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(InternalError("internal server error"))
+
+
+def create_app(hub: ModelHub) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(hub.start)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(hub.stop)
+
+    app = Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            HearthError: _hearth_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.hub = hub
+    return app

@@ -1,0 +1,222 @@
+"""models.toml: one table per model, validated into frozen values.
+
+A mistake raises :class:`ConfigError` naming the model and the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backends.base import SamplingParams
+
+DEFAULT_MODELS_FILE = Path(__file__).resolve().parent.parent / "models.toml"
+
+_KEYS = {
+    "aliases", "backend", "path", "source", "sha256", "context_length", "max_sequences",
+    "threads", "gpu_layers", "tensor_split", "chat_template", "chat_template_file",
+    "sampling", "batch_tokens", "default_max_tokens", "options",
+}  # fmt: skip
+_SAMPLING_KEYS = set(SamplingParams.__dataclass_fields__)
+
+
+class ConfigError(Exception):
+    """models.toml is wrong; the message names the model and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    path: Path
+    aliases: tuple[str, ...] = ()
+    backend: str = "auto"
+    source: str | None = None
+    sha256: str | None = None
+    context_length: int = 8192
+    max_sequences: int = 8
+    threads: int = 0
+    gpu_layers: int | None = None  # None: auto
+    tensor_split: tuple[float, ...] | None = None
+    chat_template: str | None = None
+    batch_tokens: int = 512
+    default_max_tokens: int = 4096
+    sampling: SamplingParams = SamplingParams()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsFile:
+    path: Path
+    default: str
+    models: Mapping[str, ModelConfig]
+
+    def resolve(self, name: str) -> ModelConfig | None:
+        """Find a model by name or alias. Only ever a key lookup, never a path."""
+        if name in self.models:
+            return self.models[name]
+        for model in self.models.values():
+            if name in model.aliases:
+                return model
+        return None
+
+
+def load_models_file(path: Path, cache_dir: Path) -> ModelsFile:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read models file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    tables = data.get("models")
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"{path}: needs at least one [models.NAME] table")
+    unknown = set(data) - {"models", "default"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown))}")
+    models = {
+        name: _parse_model(name, table, path.parent, cache_dir) for name, table in tables.items()
+    }
+    _check_names(models)
+    default = data.get("default", next(iter(models)))
+    if default not in models:
+        raise ConfigError(f"{path}: default = {default!r} is not a model in this file")
+    return ModelsFile(path=path, default=default, models=models)
+
+
+def _check_names(models: Mapping[str, ModelConfig]) -> None:
+    seen: dict[str, str] = {}
+    for model in models.values():
+        for name in (model.name, *model.aliases):
+            if name in seen and seen[name] != model.name:
+                raise ConfigError(
+                    f"model {model.name!r}: name or alias {name!r} is also used by {seen[name]!r}"
+                )
+            seen[name] = model.name
+
+
+def _parse_model(name: str, table: Any, base: Path, cache_dir: Path) -> ModelConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"model {name!r}: must be a table")
+    unknown = set(table) - _KEYS
+    if unknown:
+        raise ConfigError(f"model {name!r}: unknown key(s): {', '.join(sorted(unknown))}")
+    get = _Getter(name, table)
+    template = get.str_or_none("chat_template")
+    template_file = get.str_or_none("chat_template_file")
+    if template_file is not None:
+        template = _read_template(name, _resolve_path(template_file, base))
+    return ModelConfig(
+        name=name,
+        path=_model_path(get, cache_dir),
+        aliases=get.str_tuple("aliases"),
+        backend=get.str_or_none("backend") or "auto",
+        source=get.str_or_none("source"),
+        sha256=get.str_or_none("sha256"),
+        context_length=get.int("context_length", 8192, minimum=64),
+        max_sequences=get.int("max_sequences", 8, minimum=1, maximum=256),
+        threads=get.int("threads", 0, minimum=0),
+        gpu_layers=get.gpu_layers(),
+        tensor_split=get.float_tuple("tensor_split"),
+        chat_template=template,
+        batch_tokens=get.int("batch_tokens", 512, minimum=16),
+        default_max_tokens=get.int("default_max_tokens", 4096, minimum=1),
+        sampling=get.sampling(),
+        options=get.table("options"),
+    )
+
+
+def _model_path(get: _Getter, cache_dir: Path) -> Path:
+    raw = get.str_or_none("path")
+    if raw is None:
+        raise ConfigError(f"model {get.model!r}: key 'path' is required")
+    return _resolve_path(raw, cache_dir)
+
+
+def _resolve_path(raw: str, base: Path) -> Path:
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _read_template(model: str, path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"model {model!r}: chat_template_file {path}: {exc.strerror}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Getter:
+    model: str
+    values: Mapping[str, Any]
+
+    def _fail(self, key: str, expected: str) -> ConfigError:
+        got = self.values[key]
+        return ConfigError(f"model {self.model!r}: key {key!r} must be {expected}, got {got!r}")
+
+    def str_or_none(self, key: str) -> str | None:
+        value = self.values.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        raise self._fail(key, "a string")
+
+    def str_tuple(self, key: str) -> tuple[str, ...]:
+        value = self.values.get(key, [])
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise self._fail(key, "a list of strings")
+
+    def float_tuple(self, key: str) -> tuple[float, ...] | None:
+        value = self.values.get(key)
+        if value is None:
+            return None
+        ok = isinstance(value, list) and value and all(_is_number(v) and v >= 0 for v in value)
+        if ok:
+            return tuple(float(v) for v in value)
+        raise self._fail(key, "a list of non-negative numbers")
+
+    def int(self, key: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+        value = self.values.get(key, default)
+        in_range = maximum is None or value <= maximum
+        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum and in_range:
+            return value
+        bound = f" and <= {maximum}" if maximum is not None else ""
+        raise self._fail(key, f"an integer >= {minimum}{bound}")
+
+    def gpu_layers(self) -> int | None:
+        value = self.values.get("gpu_layers", "auto")
+        if value == "auto":
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= -1:
+            return value
+        raise self._fail("gpu_layers", '"auto" or an integer >= -1 (-1: all)')
+
+    def table_of(self, key: str) -> dict[str, Any]:
+        value = self.values.get(key, {})
+        if isinstance(value, dict):
+            return value
+        raise self._fail(key, "a table")
+
+    def table(self, key: str) -> Mapping[str, Any]:
+        return dict(self.table_of(key))
+
+    def sampling(self) -> SamplingParams:
+        values = self.table_of("sampling")
+        unknown = set(values) - _SAMPLING_KEYS
+        if unknown:
+            raise ConfigError(
+                f"model {self.model!r}: unknown key(s) in sampling: {', '.join(sorted(unknown))}"
+            )
+        for key, value in values.items():
+            if not _is_number(value):
+                raise ConfigError(f"model {self.model!r}: sampling.{key} must be a number")
+        try:
+            return SamplingParams(**values)
+        except TypeError as exc:
+            raise ConfigError(f"model {self.model!r}: sampling: {exc}") from exc
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

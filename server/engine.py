@@ -1,0 +1,309 @@
+"""One engine thread per loaded model: it owns every call into that model's backend.
+
+The HTTP side talks to an engine through :meth:`Engine.submit`, :meth:`Engine.abort` and
+:meth:`Engine.call`, which only put commands on the engine's inbox (thread-safe). The
+engine answers each request through its :class:`RequestStream`, an asyncio queue filled
+with ``loop.call_soon_threadsafe``; errors travel as :class:`Failed` values and are
+raised on the HTTP side. Each loop iteration is one step: take commands, admit, plan,
+run one batched forward pass, hand out the tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from backends.base import Backend, BackendError, BackendPlugin, LoadRequest
+from server.errors import HearthError, InternalError, ModelUnavailable, QueueFull
+from server.metrics import Metrics
+from server.requests import (
+    Accepted,
+    Event,
+    Failed,
+    FinishReason,
+    Finished,
+    GenerationRequest,
+    TextDelta,
+)
+from server.scheduler import QueueFullError, Scheduler
+from server.sequences import Active, prepare
+
+log = logging.getLogger("hearth.engine")
+T = TypeVar("T")
+
+
+class EngineState(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class RequestStream:
+    """The HTTP side's end of one request: events in order, ending in Finished/Failed."""
+
+    def __init__(self, request_id: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.request_id = request_id
+        self._loop = loop
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    def push(self, event: Event) -> None:
+        """Called from the engine thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:  # the event loop is gone: nobody is listening
+            pass
+
+    async def next(self) -> Event:
+        return await self._queue.get()
+
+
+@dataclass(frozen=True, slots=True)
+class _Submit:
+    request: GenerationRequest
+    stream: RequestStream
+
+
+@dataclass(frozen=True, slots=True)
+class _Abort:
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    fn: Callable[[Backend], Any]
+    future: concurrent.futures.Future[Any]
+
+
+_STOP = object()
+
+
+class Engine:
+    def __init__(
+        self,
+        name: str,
+        plugin: BackendPlugin,
+        load: LoadRequest,
+        *,
+        metrics: Metrics,
+        max_waiting: int,
+        default_max_tokens: int,
+    ) -> None:
+        self.name = name
+        self.state = EngineState.LOADING
+        self.error: str | None = None
+        self.backend: Backend | None = None
+        self._plugin = plugin
+        self._load = load
+        self._metrics = metrics
+        self._max_waiting = max_waiting
+        self._default_max_tokens = default_max_tokens
+        self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._loaded = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=f"engine-{name}", daemon=True)
+        self._active: dict[int, Active] = {}
+        self._by_request: dict[str, int] = {}
+        self._next_seq = 0
+        self._scheduler: Scheduler | None = None
+
+    # -- the HTTP side (any thread) --------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        return self._loaded.wait(timeout)
+
+    def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> RequestStream:
+        if self.state is not EngineState.READY:
+            raise ModelUnavailable(
+                f"model {self.name!r} is {self.state.value}"
+                + (f": {self.error}" if self.error else ""),
+                retry_after=5,
+            )
+        stream = RequestStream(request.request_id, loop)
+        self._inbox.put(_Submit(request, stream))
+        return stream
+
+    def abort(self, request_id: str) -> None:
+        """The client went away: drop its sequence before the next step."""
+        self._inbox.put(_Abort(request_id))
+
+    def call(self, fn: Callable[[Backend], T]) -> concurrent.futures.Future[T]:
+        """Run ``fn(backend)`` on the engine thread (tokenize and the like)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        if self.state is not EngineState.READY:
+            future.set_exception(ModelUnavailable(f"model {self.name!r} is {self.state.value}"))
+        else:
+            self._inbox.put(_Call(fn, future))
+        return future
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._inbox.put(_STOP)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # -- the engine thread -----------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self.backend = self._plugin.load(self._load)
+        except Exception as exc:
+            self.error = str(exc) if isinstance(exc, BackendError) else f"load failed: {exc!r}"
+            self.state = EngineState.FAILED
+            log.error("model %s failed to load: %s", self.name, self.error)
+            self._loaded.set()
+            return
+        caps = self.backend.capabilities
+        self._scheduler = Scheduler(
+            max_running=caps.max_sequences,
+            kv_capacity=caps.context_length,
+            step_tokens=max(self._load.batch_tokens, caps.max_sequences),
+            max_waiting=self._max_waiting,
+        )
+        self._metrics.set("hearth_kv_cache_capacity_tokens", caps.context_length, model=self.name)
+        self.state = EngineState.READY
+        self._loaded.set()
+        try:
+            self._run(self.backend, self._scheduler)
+        except Exception:
+            log.exception("engine %s died", self.name)
+            self.error = "the engine failed; see the server log"
+            self.state = EngineState.FAILED
+            self._fail_all(InternalError("the model's engine failed"))
+        finally:
+            if self.state is EngineState.READY:
+                self.state = EngineState.STOPPED
+            self.backend.close()
+
+    def _run(self, backend: Backend, scheduler: Scheduler) -> None:
+        while True:
+            if not self._drain(block=not scheduler.has_work()):
+                self._fail_all(ModelUnavailable("the server is shutting down", retry_after=5))
+                return
+            for seq in scheduler.admit():
+                active = self._active[seq.seq_id]
+                seq.fed = backend.add(seq.seq_id, active.prompt, active.request.sampling)
+                active.on_admitted(seq.fed, self._metrics)
+            work = scheduler.plan()
+            if not work:
+                continue
+            deltas, failures = backend.step(work)
+            scheduler.advance(work)
+            for failure in failures:
+                for seq_id in failure.seq_ids:
+                    self._end(seq_id, failed=InternalError(failure.message), release=False)
+            for delta in deltas:
+                active = self._active[delta.seq_id]
+                reason = active.on_delta(delta, self._metrics)
+                if reason is not None:
+                    self._end(delta.seq_id, finished=reason)
+            self._gauges(backend, scheduler)
+
+    def _drain(self, *, block: bool) -> bool:
+        """Handle inbox commands; wait for one when idle. False means stop."""
+        while True:
+            try:
+                item = self._inbox.get(block=block)
+            except queue.Empty:
+                return True
+            block = False
+            if item is _STOP:
+                return False
+            if isinstance(item, _Submit):
+                self._accept(item)
+            elif isinstance(item, _Abort):
+                self._abort(item.request_id)
+            elif isinstance(item, _Call):
+                self._call(item)
+
+    def _accept(self, item: _Submit) -> None:
+        assert self.backend is not None and self._scheduler is not None
+        seq_id, self._next_seq = self._next_seq, self._next_seq + 1
+        try:
+            active, seq = prepare(
+                seq_id, item.request, item.stream, self.backend, self._default_max_tokens
+            )
+            self._scheduler.add(seq)
+        except QueueFullError:
+            self._reject(item, QueueFull(
+                f"model {self.name!r} has {self._max_waiting} requests waiting; retry later",
+                retry_after=2,
+            ))
+            return
+        except HearthError as exc:
+            self._reject(item, exc)
+            return
+        except Exception:
+            log.exception("request %s could not be prepared", item.request.request_id)
+            self._reject(item, InternalError("the request could not be prepared"))
+            return
+        self._active[seq_id] = active
+        self._by_request[item.request.request_id] = seq_id
+        item.stream.push(Accepted(prompt_tokens=len(active.prompt)))
+
+    def _reject(self, item: _Submit, exc: HearthError) -> None:
+        reason = exc.code or type(exc).__name__
+        self._metrics.inc("hearth_requests_rejected_total", model=self.name, reason=reason)
+        item.stream.push(Failed(exc))
+
+    def _abort(self, request_id: str) -> None:
+        seq_id = self._by_request.get(request_id)
+        if seq_id is not None:
+            self._end(seq_id, aborted=True)
+
+    def _call(self, item: _Call) -> None:
+        if not item.future.set_running_or_notify_cancel():
+            return
+        try:
+            item.future.set_result(item.fn(self.backend))
+        except Exception as exc:
+            item.future.set_exception(exc)
+
+    def _end(
+        self,
+        seq_id: int,
+        *,
+        finished: FinishReason | None = None,
+        failed: HearthError | None = None,
+        aborted: bool = False,
+        release: bool = True,
+    ) -> None:
+        assert self.backend is not None and self._scheduler is not None
+        active = self._active.pop(seq_id)
+        self._by_request.pop(active.request.request_id, None)
+        self._scheduler.finish(seq_id)
+        if release:
+            self.backend.release(seq_id)
+        outcome = "aborted" if aborted else "error" if failed else str(finished and finished.value)
+        self._metrics.inc("hearth_requests_total", model=self.name, finish_reason=outcome)
+        if failed is not None:
+            active.stream.push(Failed(failed))
+        elif finished is not None:
+            tail = active.stops.flush()
+            if tail:
+                active.stream.push(TextDelta(tail))
+            active.stream.push(Finished(finished, active.usage()))
+
+    def _fail_all(self, error: HearthError) -> None:
+        for seq_id in list(self._active):
+            try:
+                self._end(seq_id, failed=error)
+            except Exception:
+                log.exception("cleanup of sequence %d failed", seq_id)
+
+    def _gauges(self, backend: Backend, scheduler: Scheduler) -> None:
+        m, name = self._metrics, self.name
+        m.set("hearth_requests_running", len(scheduler.running), model=name)
+        m.set("hearth_requests_waiting", len(scheduler.waiting), model=name)
+        m.set("hearth_kv_cache_used_tokens", backend.kv_cache_used(), model=name)
+        m.set("hearth_kv_cache_reserved_tokens", scheduler.kv_reserved, model=name)
+

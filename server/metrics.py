@@ -1,0 +1,101 @@
+"""Prometheus text-format metrics, written by engine threads and read by ``/metrics``."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+_HELP = {
+    "hearth_requests_running": ("gauge", "Sequences in the running batch."),
+    "hearth_requests_waiting": ("gauge", "Requests queued for admission."),
+    "hearth_kv_cache_used_tokens": ("gauge", "KV cache cells in use, prefix cache included."),
+    "hearth_kv_cache_reserved_tokens": ("gauge", "KV cache reserved by running sequences."),
+    "hearth_kv_cache_capacity_tokens": ("gauge", "KV cache size in tokens."),
+    "hearth_prompt_tokens_total": ("counter", "Prompt tokens received."),
+    "hearth_generation_tokens_total": ("counter", "Tokens generated."),
+    "hearth_prefix_cache_hits_total": ("counter", "Requests that reused cached prefix KV."),
+    "hearth_prefix_cache_hit_tokens_total": ("counter", "Prompt tokens served from the cache."),
+    "hearth_requests_total": ("counter", "Requests finished, by finish reason."),
+    "hearth_requests_rejected_total": ("counter", "Requests refused, by reason."),
+    "hearth_time_to_first_token_seconds": ("histogram", "Time from arrival to first token."),
+    "hearth_inter_token_latency_seconds": ("histogram", "Time between tokens of a stream."),
+}
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(slots=True)
+class _Histogram:
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+    n: int = 0
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, dict[Labels, float]] = defaultdict(dict)
+        self._hists: dict[str, dict[Labels, _Histogram]] = defaultdict(dict)
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        with self._lock:
+            self._values[name][_key(labels)] = value
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        key = _key(labels)
+        with self._lock:
+            series = self._values[name]
+            series[key] = series.get(key, 0.0) + amount
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        key = _key(labels)
+        with self._lock:
+            hist = self._hists[name].setdefault(key, _Histogram())
+            hist.counts[bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
+            hist.total += value
+            hist.n += 1
+
+    def get(self, name: str, **labels: str) -> float:
+        with self._lock:
+            return self._values[name].get(_key(labels), 0.0)
+
+    def render(self) -> str:
+        lines: list[str] = []
+        with self._lock:
+            for name, (kind, text) in _HELP.items():
+                lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+                for labels, value in sorted(self._values.get(name, {}).items()):
+                    lines.append(f"{name}{_fmt(labels)} {value:g}")
+                for labels, hist in sorted(self._hists.get(name, {}).items()):
+                    lines += _histogram_lines(name, labels, hist)
+        return "\n".join(lines) + "\n"
+
+
+def _histogram_lines(name: str, labels: Labels, hist: _Histogram) -> list[str]:
+    lines, running = [], 0
+    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), hist.counts, strict=True):
+        running += count
+        le = "+Inf" if bound == float("inf") else f"{bound:g}"
+        lines.append(f"{name}_bucket{_fmt((*labels, ('le', le)))} {running}")
+    lines.append(f"{name}_sum{_fmt(labels)} {hist.total:g}")
+    lines.append(f"{name}_count{_fmt(labels)} {hist.n}")
+    return lines
+
+
+def _key(labels: dict[str, str]) -> Labels:
+    return tuple(sorted(labels.items()))
+
+
+def _fmt(labels: Labels) -> str:
+    if not labels:
+        return ""
+    body = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+    return "{" + body + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

@@ -1,0 +1,159 @@
+"""HTTP routes: parse at the boundary, hand work to an engine, format what comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from server import schemas
+from server.engine import Engine, RequestStream
+from server.errors import HearthError, InternalError, InvalidRequest
+from server.hub import ModelHub
+from server.requests import Accepted, Failed, Finished, TextDelta
+from server.responses import DONE, Shape, sse_error
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+class RequestTooLarge(InvalidRequest):
+    status = 413
+    default_code = "request_too_large"
+
+
+async def read_json(request: Request) -> Any:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise RequestTooLarge(f"the request body exceeds {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
+
+
+def _hub(request: Request) -> ModelHub:
+    hub: ModelHub = request.app.state.hub
+    return hub
+
+
+async def chat_completions(request: Request) -> Response:
+    body = await read_json(request)
+    engine, config = _hub(request).engine_for(schemas.model_name(body))
+    parsed = schemas.parse_chat(body, config.sampling, model=config.name)
+    return await _generate(request, engine, parsed, chat=True)
+
+
+async def completions(request: Request) -> Response:
+    body = await read_json(request)
+    engine, config = _hub(request).engine_for(schemas.model_name(body))
+    parsed = schemas.parse_completion(body, config.sampling, model=config.name)
+    return await _generate(request, engine, parsed, chat=False)
+
+
+async def _generate(
+    request: Request, engine: Engine, parsed: schemas.ParsedRequest, *, chat: bool
+) -> Response:
+    gen = parsed.generation
+    stream = engine.submit(gen, asyncio.get_running_loop())
+    try:
+        first = await stream.next()
+    except asyncio.CancelledError:
+        engine.abort(gen.request_id)
+        raise
+    if isinstance(first, Failed):
+        raise first.error
+    shape = Shape.for_request(gen.request_id, gen.model, chat=chat)
+    if parsed.stream:
+        events = _sse(engine, stream, shape, parsed.include_usage)
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    return await _collect(request, engine, stream, shape)
+
+
+async def _sse(
+    engine: Engine, stream: RequestStream, shape: Shape, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """The SSE body. If the client leaves, the generator is closed and the sequence freed."""
+    done = False
+    try:
+        yield shape.chunk("", role=True)
+        while True:
+            event = await stream.next()
+            if isinstance(event, TextDelta):
+                yield shape.chunk(event.text)
+            elif isinstance(event, Finished):
+                yield shape.chunk(None, event.reason.value)
+                if include_usage:
+                    yield shape.usage_chunk(event.usage)
+                break
+            elif isinstance(event, Failed):
+                yield sse_error(event.error)
+                break
+        done = True
+        yield DONE
+    finally:
+        if not done:
+            engine.abort(stream.request_id)
+
+
+async def _collect(request: Request, engine: Engine, stream: RequestStream, shape: Shape) -> Response:
+    watcher = asyncio.create_task(_abort_on_disconnect(request, engine, stream))
+    parts: list[str] = []
+    try:
+        while True:
+            event = await stream.next()
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                body = shape.full("".join(parts), event.reason.value, event.usage)
+                return JSONResponse(body)
+            elif isinstance(event, Failed):
+                raise event.error
+            elif isinstance(event, Accepted):
+                raise InternalError("unexpected event order")
+    finally:
+        watcher.cancel()
+
+
+async def _abort_on_disconnect(request: Request, engine: Engine, stream: RequestStream) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            engine.abort(stream.request_id)
+            stream.push(Failed(ClientGone("the client disconnected")))
+            return
+
+
+class ClientGone(HearthError):
+    status = 499
+    type = "client_closed_request"
+
+
+async def list_models(request: Request) -> Response:
+    return JSONResponse({"object": "list", "data": _hub(request).describe()})
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    text = _hub(request).metrics.render()
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+ROUTES = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/health", health, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

@@ -1,0 +1,126 @@
+"""The continuous-batching scheduler: which sequences run, and what each step feeds.
+
+It knows no backend and does no I/O. Each step, every running sequence that is decoding
+feeds its one new token, and the rest of the step's token budget goes to prompt chunks
+of sequences still in prefill, oldest first; a long prompt therefore never holds the
+running streams for more than one chunk. Sequences are admitted from the waiting queue
+in arrival order while both the sequence limit and the KV budget (prompt plus
+``max_tokens`` reserved per sequence) allow; past ``max_waiting`` queued sequences a
+new one is refused.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+from backends.base import Work
+
+
+class QueueFullError(Exception):
+    pass
+
+
+class SeqStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(slots=True)
+class SeqState:
+    seq_id: int
+    prompt_len: int
+    max_tokens: int
+    priority: int = 0  # higher runs its prefill first
+    status: SeqStatus = SeqStatus.WAITING
+    fed: int = 0  # prompt tokens in the KV cache (reused or prefilled)
+    generated: int = 0
+
+    @property
+    def reservation(self) -> int:
+        return self.prompt_len + self.max_tokens
+
+    @property
+    def prefilling(self) -> bool:
+        return self.fed < self.prompt_len
+
+
+class Scheduler:
+    def __init__(
+        self, *, max_running: int, kv_capacity: int, step_tokens: int, max_waiting: int
+    ) -> None:
+        if step_tokens < max_running:
+            raise ValueError("step_tokens must be at least max_running")
+        self.max_running = max_running
+        self.kv_capacity = kv_capacity
+        self.step_tokens = step_tokens
+        self.max_waiting = max_waiting
+        self.waiting: deque[SeqState] = deque()
+        self.running: dict[int, SeqState] = {}
+        self.kv_reserved = 0
+
+    def add(self, seq: SeqState) -> None:
+        """Queue a sequence. Raises :class:`QueueFullError` past the waiting bound, and
+        ``ValueError`` for one that could never fit the KV budget."""
+        if seq.reservation > self.kv_capacity:
+            raise ValueError("sequence needs more KV than the whole budget")
+        if len(self.waiting) >= self.max_waiting:
+            raise QueueFullError
+        self.waiting.append(seq)
+
+    def admit(self) -> list[SeqState]:
+        """Move waiting sequences to running, in order, while they fit."""
+        admitted = []
+        while self.waiting and len(self.running) < self.max_running:
+            seq = self.waiting[0]
+            if self.kv_reserved + seq.reservation > self.kv_capacity:
+                break
+            self.waiting.popleft()
+            seq.status = SeqStatus.RUNNING
+            self.running[seq.seq_id] = seq
+            self.kv_reserved += seq.reservation
+            admitted.append(seq)
+        return admitted
+
+    def plan(self) -> list[Work]:
+        """This step's work: one token per decoding sequence, then prompt chunks."""
+        work = [
+            Work(s.seq_id, 1, True) for s in self.running.values() if not s.prefilling
+        ]
+        budget = self.step_tokens - len(work)
+        prefilling = [s for s in self.running.values() if s.prefilling]
+        prefilling.sort(key=lambda s: -s.priority)  # stable: arrival order within a priority
+        for seq in prefilling:
+            if budget <= 0:
+                break
+            n = min(budget, seq.prompt_len - seq.fed)
+            work.append(Work(seq.seq_id, n, seq.fed + n == seq.prompt_len))
+            budget -= n
+        return work
+
+    def advance(self, work: list[Work]) -> None:
+        """Record that ``work`` was fed (prefill progress)."""
+        for w in work:
+            seq = self.running.get(w.seq_id)
+            if seq is not None and seq.prefilling:
+                seq.fed += w.n_tokens
+
+    def finish(self, seq_id: int) -> SeqState | None:
+        """Remove a sequence, waiting or running (finished, failed or aborted).
+
+        Returns its state, or ``None`` if it was not here."""
+        seq = self.running.pop(seq_id, None)
+        if seq is not None:
+            self.kv_reserved -= seq.reservation
+        else:
+            seq = next((s for s in self.waiting if s.seq_id == seq_id), None)
+            if seq is None:
+                return None
+            self.waiting.remove(seq)
+        seq.status = SeqStatus.FINISHED
+        return seq
+
+    def has_work(self) -> bool:
+        return bool(self.running) or bool(self.waiting)

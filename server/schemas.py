@@ -1,0 +1,247 @@
+"""Parse OpenAI request bodies into frozen values at the route boundary.
+
+Every field is checked here and named in the error; a field we do not support is
+refused, never silently ignored. Nothing past the routes sees a dict from the wire.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from backends.base import ChatMessage, SamplingParams
+from server.errors import InvalidRequest, UnsupportedParameter
+from server.requests import GenerationRequest
+
+MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 256
+
+_SAMPLING_FIELDS = {
+    "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "seed",
+}  # fmt: skip
+_COMMON = _SAMPLING_FIELDS | {
+    "model", "max_tokens", "stop", "stream", "stream_options", "user", "n", "logprobs",
+}  # fmt: skip
+CHAT_FIELDS = _COMMON | {"messages", "max_completion_tokens", "top_logprobs"}
+COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix", "best_of"}
+# Known OpenAI fields we cannot honour yet: a clear 400 rather than silence.
+_UNSUPPORTED = {
+    "tools": "tool calls are not supported yet",
+    "tool_choice": "tool calls are not supported yet",
+    "functions": "function calls are not supported",
+    "function_call": "function calls are not supported",
+    "response_format": "structured output is not supported yet",
+    "logit_bias": "logit_bias is not supported yet",
+    "audio": "audio output is not supported",
+    "modalities": "only text output is supported",
+    "prediction": "predicted outputs are not supported",
+    "parallel_tool_calls": "tool calls are not supported yet",
+}
+_ROLES = {"system", "developer", "user", "assistant"}
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    generation: GenerationRequest
+    stream: bool
+    include_usage: bool
+
+
+def parse_chat(body: Any, defaults: SamplingParams, *, model: str) -> ParsedRequest:
+    fields = _object(body)
+    _check_fields(fields, CHAT_FIELDS)
+    messages = _messages(fields.get("messages"))
+    max_tokens = _max_tokens(fields, "max_completion_tokens") or _max_tokens(fields, "max_tokens")
+    if fields.get("top_logprobs") is not None:
+        raise UnsupportedParameter("top_logprobs is not supported yet", param="top_logprobs")
+    return _parsed(fields, defaults, model, max_tokens, messages=messages)
+
+
+def parse_completion(body: Any, defaults: SamplingParams, *, model: str) -> ParsedRequest:
+    fields = _object(body)
+    _check_fields(fields, COMPLETION_FIELDS)
+    prompt = fields.get("prompt")
+    if prompt is None:
+        raise InvalidRequest("'prompt' is required", param="prompt", code="missing_required_parameter")
+    if not isinstance(prompt, str):
+        raise InvalidRequest("'prompt' must be a string", param="prompt")
+    for name in ("echo", "suffix"):
+        if fields.get(name) not in (None, False, ""):
+            raise UnsupportedParameter(f"'{name}' is not supported yet", param=name)
+    if fields.get("best_of") not in (None, 1):
+        raise UnsupportedParameter("best_of > 1 is not supported", param="best_of")
+    return _parsed(fields, defaults, model, _max_tokens(fields, "max_tokens"), prompt=prompt)
+
+
+def model_name(body: Any) -> str:
+    value = _object(body).get("model")
+    if value is None:
+        raise InvalidRequest("'model' is required", param="model", code="missing_required_parameter")
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest("'model' must be a non-empty string", param="model")
+    return value
+
+
+def _parsed(
+    fields: Mapping[str, Any],
+    defaults: SamplingParams,
+    model: str,
+    max_tokens: int | None,
+    **prompt: Any,
+) -> ParsedRequest:
+    if fields.get("n") not in (None, 1):
+        raise UnsupportedParameter("n > 1 is not supported; send separate requests", param="n")
+    if fields.get("logprobs") not in (None, False):
+        raise UnsupportedParameter("logprobs are not supported yet", param="logprobs")
+    stream = _bool(fields, "stream")
+    generation = GenerationRequest(
+        request_id=_request_id(),
+        model=model,
+        sampling=_sampling(fields, defaults),
+        max_tokens=max_tokens,
+        stop=_stop(fields.get("stop")),
+        arrival=time.monotonic(),
+        **prompt,
+    )
+    return ParsedRequest(generation, stream, _include_usage(fields, stream))
+
+
+def _request_id() -> str:
+    return uuid.uuid4().hex[:24]
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+def _check_fields(fields: Mapping[str, Any], allowed: set[str]) -> None:
+    for name in fields:
+        if name in _UNSUPPORTED and fields[name] is not None:
+            raise UnsupportedParameter(f"'{name}': {_UNSUPPORTED[name]}", param=name)
+        if name not in allowed and name not in _UNSUPPORTED:
+            raise UnsupportedParameter(f"unrecognized request argument: '{name}'", param=name)
+
+
+def _messages(value: Any) -> tuple[ChatMessage, ...]:
+    if value is None:
+        raise InvalidRequest(
+            "'messages' is required", param="messages", code="missing_required_parameter"
+        )
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    return tuple(_message(i, m) for i, m in enumerate(value))
+
+
+def _message(i: int, value: Any) -> ChatMessage:
+    param = f"messages[{i}]"
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"'{param}' must be an object", param=param)
+    role = value.get("role")
+    if role not in _ROLES:
+        allowed = ", ".join(sorted(_ROLES))
+        raise InvalidRequest(f"'{param}.role' must be one of {allowed}", param=f"{param}.role")
+    for key in value:
+        if key not in ("role", "content", "name"):
+            raise UnsupportedParameter(
+                f"'{param}.{key}' is not supported", param=f"{param}.{key}"
+            )
+    role = "system" if role == "developer" else role
+    return ChatMessage(role, _content(value.get("content"), f"{param}.content"))
+
+
+def _content(value: Any, param: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for j, part in enumerate(value):
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise UnsupportedParameter(
+                    f"'{param}[{j}]': only text content parts are supported", param=param
+                )
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise InvalidRequest(f"'{param}[{j}].text' must be a string", param=param)
+            parts.append(text)
+        return "".join(parts)
+    raise InvalidRequest(f"'{param}' must be a string or an array of text parts", param=param)
+
+
+def _max_tokens(fields: Mapping[str, Any], name: str) -> int | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidRequest(f"'{name}' must be a positive integer", param=name)
+    return value
+
+
+def _number(fields: Mapping[str, Any], name: str, lo: float, hi: float) -> float | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not lo <= value <= hi:
+        raise InvalidRequest(f"'{name}' must be a number from {lo:g} to {hi:g}", param=name)
+    return float(value)
+
+
+def _sampling(fields: Mapping[str, Any], defaults: SamplingParams) -> SamplingParams:
+    changes: dict[str, Any] = {}
+    for name, lo, hi in (
+        ("temperature", 0.0, 2.0),
+        ("top_p", 0.0, 1.0),
+        ("min_p", 0.0, 1.0),
+        ("presence_penalty", -2.0, 2.0),
+        ("frequency_penalty", -2.0, 2.0),
+    ):
+        value = _number(fields, name, lo, hi)
+        if value is not None:
+            changes[name] = value
+    for name, hi in (("top_k", 100_000), ("seed", 2**63 - 1)):
+        value = _number(fields, name, -(2**63) if name == "seed" else 0, hi)
+        if value is not None:
+            if value != int(value):
+                raise InvalidRequest(f"'{name}' must be an integer", param=name)
+            changes[name] = int(value)
+    return replace(defaults, **changes)
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise InvalidRequest("'stop' must be a string or an array of strings", param="stop")
+    if len(stops) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_LENGTH for s in stops):
+        raise InvalidRequest(
+            f"'stop' allows at most {MAX_STOP_STRINGS} strings of {MAX_STOP_LENGTH} characters",
+            param="stop",
+        )
+    return tuple(s for s in stops if s)
+
+
+def _bool(fields: Mapping[str, Any], name: str) -> bool:
+    value = fields.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"'{name}' must be a boolean", param=name)
+    return value
+
+
+def _include_usage(fields: Mapping[str, Any], stream: bool) -> bool:
+    options = fields.get("stream_options")
+    if options is None:
+        return False
+    if not stream:
+        raise InvalidRequest("'stream_options' is only allowed with stream: true", param="stream_options")
+    if not isinstance(options, dict) or set(options) - {"include_usage"}:
+        raise InvalidRequest("'stream_options' supports only include_usage", param="stream_options")
+    return _bool(options, "include_usage")
