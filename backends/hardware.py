@@ -45,7 +45,8 @@ def physical_cores() -> int:
     """Physical cores (not hyper-threads): llama.cpp decodes fastest with one thread each."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        cores, physical = set(), "0"
+        cores: set[tuple[str, str]] = set()
+        physical = "0"
         for line in cpuinfo.read_text().splitlines():
             key, _, value = line.partition(":")
             key = key.strip()
@@ -56,9 +57,9 @@ def physical_cores() -> int:
         if cores:
             return len(cores)
     if platform.system() == "Darwin":
-        value = _sysctl("hw.perflevel0.physicalcpu") or _sysctl("hw.physicalcpu")
-        if value:
-            return int(value)
+        count = _sysctl("hw.perflevel0.physicalcpu") or _sysctl("hw.physicalcpu")
+        if count:
+            return int(count)
     return os.cpu_count() or 1
 
 

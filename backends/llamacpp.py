@@ -29,6 +29,7 @@ from backends.base import (
     Work,
 )
 from backends.templates import ChatTemplate
+from backends.text import Utf8Stream
 
 GGUF_MAGIC = b"GGUF"
 
@@ -48,7 +49,7 @@ class _Seq:
     slot: _Slot
     pending: list[int]
     sampler: Any
-    text: Any  # Utf8Stream
+    text: Utf8Stream
 
 
 class LlamaCppPlugin:
@@ -198,7 +199,7 @@ class LlamaCppBackend:
         slot.busy = True
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
         sampler = self._native.make_sampler(sampling, self.capabilities.vocab_size, seed)
-        self._seqs[seq_id] = _Seq(slot, list(prompt[keep:]), sampler, self._native.Utf8Stream())
+        self._seqs[seq_id] = _Seq(slot, list(prompt[keep:]), sampler, Utf8Stream())
         return keep
 
     def _pick_slot(self, prompt: Sequence[int]) -> tuple[_Slot, int]:

@@ -5,7 +5,6 @@ Only the llama.cpp backend imports this module, and only from its engine thread.
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import logging
 from typing import Any
@@ -88,19 +87,6 @@ def make_sampler(sampling: SamplingParams, n_vocab: int, seed: int) -> Any:
     return chain
 
 
-class Utf8Stream:
-    """Turns token bytes into whole characters; a split character waits for its rest."""
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def feed(self, data: bytes) -> str:
-        return self._decoder.decode(data)
-
-    def flush(self) -> str:
-        return self._decoder.decode(b"", final=True)
-
-
 class Batch:
     """A reusable llama_batch of up to ``capacity`` tokens, one sequence id each."""
 
@@ -130,4 +116,3 @@ class Batch:
         if self._batch is not None:
             ll.llama_batch_free(self._batch)
             self._batch = None
-

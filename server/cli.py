@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from server import __version__
-from server.config import DEFAULT_MODELS_FILE, ConfigError, ModelConfig, ModelsFile, load_models_file
+from server.config import (
+    DEFAULT_MODELS_FILE,
+    ConfigError,
+    ModelConfig,
+    ModelsFile,
+    load_models_file,
+)
 from server.settings import Settings
 
 
@@ -102,7 +108,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from server.metrics import Metrics
     from server.pull import PullError
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
     models = models_file(settings)
     names = settings.load or (models.default,)
     if settings.pull_missing:

@@ -43,7 +43,7 @@ class ModelConfig:
     chat_template: str | None = None
     batch_tokens: int = 512
     default_max_tokens: int = 4096
-    sampling: SamplingParams = SamplingParams()
+    sampling: SamplingParams = field(default_factory=SamplingParams)
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -115,14 +115,14 @@ def _parse_model(name: str, table: Any, base: Path, cache_dir: Path) -> ModelCon
         backend=get.str_or_none("backend") or "auto",
         source=get.str_or_none("source"),
         sha256=get.str_or_none("sha256"),
-        context_length=get.int("context_length", 8192, minimum=64),
-        max_sequences=get.int("max_sequences", 8, minimum=1, maximum=256),
-        threads=get.int("threads", 0, minimum=0),
+        context_length=get.integer("context_length", 8192, minimum=64),
+        max_sequences=get.integer("max_sequences", 8, minimum=1, maximum=256),
+        threads=get.integer("threads", 0, minimum=0),
         gpu_layers=get.gpu_layers(),
         tensor_split=get.float_tuple("tensor_split"),
         chat_template=template,
-        batch_tokens=get.int("batch_tokens", 512, minimum=16),
-        default_max_tokens=get.int("default_max_tokens", 4096, minimum=1),
+        batch_tokens=get.integer("batch_tokens", 512, minimum=16),
+        default_max_tokens=get.integer("default_max_tokens", 4096, minimum=1),
         sampling=get.sampling(),
         options=get.table("options"),
     )
@@ -177,7 +177,7 @@ class _Getter:
             return tuple(float(v) for v in value)
         raise self._fail(key, "a list of non-negative numbers")
 
-    def int(self, key: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+    def integer(self, key: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
         value = self.values.get(key, default)
         in_range = maximum is None or value <= maximum
         if isinstance(value, int) and not isinstance(value, bool) and value >= minimum and in_range:

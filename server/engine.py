@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import enum
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,8 +28,8 @@ from server.requests import (
     Accepted,
     Event,
     Failed,
-    FinishReason,
     Finished,
+    FinishReason,
     GenerationRequest,
     TextDelta,
 )
@@ -57,10 +57,9 @@ class RequestStream:
 
     def push(self, event: Event) -> None:
         """Called from the engine thread."""
-        try:
+        # RuntimeError: the event loop is gone, so nobody is listening.
+        with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
-        except RuntimeError:  # the event loop is gone: nobody is listening
-            pass
 
     async def next(self) -> Event:
         return await self._queue.get()
@@ -115,6 +114,10 @@ class Engine:
         self._scheduler: Scheduler | None = None
 
     # -- the HTTP side (any thread) --------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.capabilities.vocab_size if self.backend else 0
 
     def start(self) -> None:
         self._thread.start()
@@ -234,10 +237,13 @@ class Engine:
             )
             self._scheduler.add(seq)
         except QueueFullError:
-            self._reject(item, QueueFull(
-                f"model {self.name!r} has {self._max_waiting} requests waiting; retry later",
-                retry_after=2,
-            ))
+            self._reject(
+                item,
+                QueueFull(
+                    f"model {self.name!r} has {self._max_waiting} requests waiting; retry later",
+                    retry_after=2,
+                ),
+            )
             return
         except HearthError as exc:
             self._reject(item, exc)
@@ -263,6 +269,7 @@ class Engine:
     def _call(self, item: _Call) -> None:
         if not item.future.set_running_or_notify_cancel():
             return
+        assert self.backend is not None
         try:
             item.future.set_result(item.fn(self.backend))
         except Exception as exc:
@@ -306,4 +313,3 @@ class Engine:
         m.set("hearth_requests_waiting", len(scheduler.waiting), model=name)
         m.set("hearth_kv_cache_used_tokens", backend.kv_cache_used(), model=name)
         m.set("hearth_kv_cache_reserved_tokens", scheduler.kv_reserved, model=name)
-

@@ -26,8 +26,10 @@ class ModelHub:
         hardware: Hardware,
         metrics: Metrics,
         max_waiting: int,
+        plugins: dict[str, registry.PluginInfo] | None = None,
     ) -> None:
         self.models = models
+        self._plugins = plugins
         self.metrics = metrics
         self._hw = hardware
         self._to_load = [self._config(name) for name in (load or [models.default])]
@@ -44,7 +46,7 @@ class ModelHub:
 
     def start(self) -> None:
         """Load every model to serve, each on its own engine thread; wait for all."""
-        plugins = registry.discover()
+        plugins = self._plugins if self._plugins is not None else registry.discover()
         for config in self._to_load:
             try:
                 info = registry.choose(config.backend, config.path, plugins, self._hw)

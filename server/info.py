@@ -14,7 +14,8 @@ def report(models: ModelsFile, hw: Hardware | None = None) -> str:
         f"platform: {hw.system} {hw.machine}" + (" (Apple Silicon)" if hw.apple_silicon else ""),
         f"cpu: {hw.physical_cores} physical cores, {hw.logical_cpus} logical",
         f"memory: {hw.memory_bytes / 2**30:.1f} GiB",
-        "gpus: " + (", ".join(f"{g.name} ({g.memory_bytes / 2**30:.0f} GiB)" for g in hw.gpus) or "none"),
+        "gpus: "
+        + (", ".join(f"{g.name} ({g.memory_bytes / 2**30:.0f} GiB)" for g in hw.gpus) or "none"),
         "backends:",
     ]
     for info in plugins.values():
@@ -32,7 +33,9 @@ def _gpu_note(name: str) -> str:
     from backends.llamacpp import gpu_offload_supported
 
     if gpu_offload_supported():
-        return " (built with GPU offload: all layers go on the GPU unless gpu_layers says otherwise)"
+        return (
+            " (built with GPU offload: all layers go on the GPU unless gpu_layers says otherwise)"
+        )
     return " (CPU build: no GPU offload; one thread per physical core)"
 
 

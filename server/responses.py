@@ -61,7 +61,9 @@ class Shape:
             body = self._head("text_completion")
         return {**body, "choices": [choice], "usage": usage_body(usage)}
 
-    def chunk(self, text: str | None, finish_reason: str | None = None, *, role: bool = False) -> bytes:
+    def chunk(
+        self, text: str | None, finish_reason: str | None = None, *, role: bool = False
+    ) -> bytes:
         if self.chat:
             delta: dict[str, Any] = {}
             if role:

@@ -104,7 +104,9 @@ async def _sse(
             engine.abort(stream.request_id)
 
 
-async def _collect(request: Request, engine: Engine, stream: RequestStream, shape: Shape) -> Response:
+async def _collect(
+    request: Request, engine: Engine, stream: RequestStream, shape: Shape
+) -> Response:
     watcher = asyncio.create_task(_abort_on_disconnect(request, engine, stream))
     parts: list[str] = []
     try:
@@ -137,6 +139,25 @@ class ClientGone(HearthError):
     type = "client_closed_request"
 
 
+async def tokenize(request: Request) -> Response:
+    """llama-server's shape: {"model", "content", "add_special"} -> {"tokens": [...]}."""
+    body = await read_json(request)
+    engine, _ = _hub(request).engine_for(schemas.model_name(body))
+    content, add_special = schemas.parse_tokenize(body)
+    tokens = await asyncio.wrap_future(
+        engine.call(lambda backend: backend.tokenize(content, add_special=add_special))
+    )
+    return JSONResponse({"tokens": tokens, "count": len(tokens)})
+
+
+async def detokenize(request: Request) -> Response:
+    body = await read_json(request)
+    engine, _ = _hub(request).engine_for(schemas.model_name(body))
+    tokens = schemas.parse_detokenize(body, engine.vocab_size)
+    text = await asyncio.wrap_future(engine.call(lambda backend: backend.detokenize(tokens)))
+    return JSONResponse({"content": text})
+
+
 async def list_models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": _hub(request).describe()})
 
@@ -154,6 +175,8 @@ ROUTES = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    Route("/tokenize", tokenize, methods=["POST"]),
+    Route("/detokenize", detokenize, methods=["POST"]),
     Route("/health", health, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
 ]

@@ -6,7 +6,7 @@ of sequences still in prefill, oldest first; a long prompt therefore never holds
 running streams for more than one chunk. Sequences are admitted from the waiting queue
 in arrival order while both the sequence limit and the KV budget (prompt plus
 ``max_tokens`` reserved per sequence) allow; past ``max_waiting`` queued sequences a
-new one is refused.
+new one is refused (sequences that a free slot will take at once do not count).
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ class Scheduler:
         ``ValueError`` for one that could never fit the KV budget."""
         if seq.reservation > self.kv_capacity:
             raise ValueError("sequence needs more KV than the whole budget")
-        if len(self.waiting) >= self.max_waiting:
+        free_now = max(0, self.max_running - len(self.running))
+        if len(self.waiting) >= self.max_waiting + free_now:
             raise QueueFullError
         self.waiting.append(seq)
 
@@ -86,9 +87,7 @@ class Scheduler:
 
     def plan(self) -> list[Work]:
         """This step's work: one token per decoding sequence, then prompt chunks."""
-        work = [
-            Work(s.seq_id, 1, True) for s in self.running.values() if not s.prefilling
-        ]
+        work = [Work(s.seq_id, 1, True) for s in self.running.values() if not s.prefilling]
         budget = self.step_tokens - len(work)
         prefilling = [s for s in self.running.values() if s.prefilling]
         prefilling.sort(key=lambda s: -s.priority)  # stable: arrival order within a priority

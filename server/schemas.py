@@ -66,7 +66,9 @@ def parse_completion(body: Any, defaults: SamplingParams, *, model: str) -> Pars
     _check_fields(fields, COMPLETION_FIELDS)
     prompt = fields.get("prompt")
     if prompt is None:
-        raise InvalidRequest("'prompt' is required", param="prompt", code="missing_required_parameter")
+        raise InvalidRequest(
+            "'prompt' is required", param="prompt", code="missing_required_parameter"
+        )
     if not isinstance(prompt, str):
         raise InvalidRequest("'prompt' must be a string", param="prompt")
     for name in ("echo", "suffix"):
@@ -80,7 +82,9 @@ def parse_completion(body: Any, defaults: SamplingParams, *, model: str) -> Pars
 def model_name(body: Any) -> str:
     value = _object(body).get("model")
     if value is None:
-        raise InvalidRequest("'model' is required", param="model", code="missing_required_parameter")
+        raise InvalidRequest(
+            "'model' is required", param="model", code="missing_required_parameter"
+        )
     if not isinstance(value, str) or not value:
         raise InvalidRequest("'model' must be a non-empty string", param="model")
     return value
@@ -148,9 +152,7 @@ def _message(i: int, value: Any) -> ChatMessage:
         raise InvalidRequest(f"'{param}.role' must be one of {allowed}", param=f"{param}.role")
     for key in value:
         if key not in ("role", "content", "name"):
-            raise UnsupportedParameter(
-                f"'{param}.{key}' is not supported", param=f"{param}.{key}"
-            )
+            raise UnsupportedParameter(f"'{param}.{key}' is not supported", param=f"{param}.{key}")
     role = "system" if role == "developer" else role
     return ChatMessage(role, _content(value.get("content"), f"{param}.content"))
 
@@ -241,7 +243,33 @@ def _include_usage(fields: Mapping[str, Any], stream: bool) -> bool:
     if options is None:
         return False
     if not stream:
-        raise InvalidRequest("'stream_options' is only allowed with stream: true", param="stream_options")
+        raise InvalidRequest(
+            "'stream_options' is only allowed with stream: true", param="stream_options"
+        )
     if not isinstance(options, dict) or set(options) - {"include_usage"}:
         raise InvalidRequest("'stream_options' supports only include_usage", param="stream_options")
     return _bool(options, "include_usage")
+
+
+def parse_tokenize(body: Any) -> tuple[str, bool]:
+    fields = _object(body)
+    _check_fields(fields, {"model", "content", "add_special"})
+    content = fields.get("content")
+    if not isinstance(content, str):
+        raise InvalidRequest("'content' must be a string", param="content")
+    return content, _bool(fields, "add_special")
+
+
+def parse_detokenize(body: Any, vocab_size: int) -> list[int]:
+    fields = _object(body)
+    _check_fields(fields, {"model", "tokens"})
+    tokens = fields.get("tokens")
+    valid = isinstance(tokens, list) and all(
+        isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab_size for t in tokens
+    )
+    if not valid:
+        raise InvalidRequest(
+            f"'tokens' must be an array of token ids from 0 to {vocab_size - 1}", param="tokens"
+        )
+    assert isinstance(tokens, list)
+    return tokens

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from backends.hardware import detect
+from backends.registry import PluginInfo
+from server.app import create_app
+from server.config import load_models_file
+from server.hub import ModelHub
+from server.metrics import Metrics
+from tests.fakes import FakePlugin
+
+MODELS = """
+default = "alpha"
+
+[models.alpha]
+aliases = ["a"]
+backend = "fake"
+path = "alpha.fake"
+context_length = 512
+max_sequences = 4
+
+[models.beta]
+backend = "fake"
+path = "beta.fake"
+context_length = 256
+
+[models.gamma]
+backend = "fake"
+path = "missing.fake"
+"""
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    path = tmp_path / "models.toml"
+    path.write_text(MODELS)
+    models = load_models_file(path, tmp_path)
+    plugins = {"fake": PluginInfo("fake", FakePlugin(), None)}
+    hub = ModelHub(
+        models, ["alpha", "beta", "gamma"], hardware=detect(), metrics=Metrics(),
+        max_waiting=4, plugins=plugins,
+    )  # fmt: skip
+    with TestClient(create_app(hub), raise_server_exceptions=False) as c:
+        yield c

@@ -1,0 +1,130 @@
+"""The scheduler alone: admission, chunked prefill, aborts, queue bound, fairness."""
+
+from __future__ import annotations
+
+import pytest
+
+from backends.base import Work
+from server.scheduler import QueueFullError, Scheduler, SeqState, SeqStatus
+
+
+def make(max_running: int = 4, kv: int = 1000, step: int = 64, waiting: int = 8) -> Scheduler:
+    return Scheduler(max_running=max_running, kv_capacity=kv, step_tokens=step, max_waiting=waiting)
+
+
+def run_step(s: Scheduler) -> list[Work]:
+    s.admit()
+    work = s.plan()
+    s.advance(work)
+    return work
+
+
+def test_admits_in_order_up_to_the_sequence_limit() -> None:
+    s = make(max_running=2)
+    for i in range(3):
+        s.add(SeqState(i, prompt_len=10, max_tokens=10))
+    admitted = s.admit()
+    assert [q.seq_id for q in admitted] == [0, 1]
+    assert [q.seq_id for q in s.waiting] == [2]
+    assert all(q.status is SeqStatus.RUNNING for q in admitted)
+
+
+def test_admission_is_by_kv_budget_not_slot_count() -> None:
+    s = make(max_running=8, kv=100)
+    s.add(SeqState(0, prompt_len=30, max_tokens=30))  # reserves 60
+    s.add(SeqState(1, prompt_len=30, max_tokens=20))  # 50: does not fit beside it
+    s.add(SeqState(2, prompt_len=1, max_tokens=1))  # would fit, but order is kept
+    assert [q.seq_id for q in s.admit()] == [0]
+    assert s.kv_reserved == 60
+    s.finish(0)
+    assert s.kv_reserved == 0
+    assert [q.seq_id for q in s.admit()] == [1, 2]
+
+
+def test_a_sequence_larger_than_the_budget_is_refused_at_once() -> None:
+    s = make(kv=100)
+    with pytest.raises(ValueError):
+        s.add(SeqState(0, prompt_len=90, max_tokens=20))
+
+
+def test_queue_bound_raises_queue_full() -> None:
+    s = make(max_running=1, waiting=1)
+    s.add(SeqState(0, 5, 5))  # a free slot takes it at once: not counted
+    s.add(SeqState(1, 5, 5))
+    with pytest.raises(QueueFullError):
+        s.add(SeqState(2, 5, 5))
+    s.admit()
+    with pytest.raises(QueueFullError):
+        s.add(SeqState(2, 5, 5))
+    s.finish(0)
+    s.admit()  # 1 leaves the queue for the batch: room again
+    s.add(SeqState(2, 5, 5))
+
+
+def test_long_prompt_is_chunked_and_decoders_run_every_step() -> None:
+    s = make(step=16)
+    s.add(SeqState(0, prompt_len=4, max_tokens=50))
+    first = run_step(s)
+    assert first == [Work(0, 4, True)]  # whole prompt, then sample
+    s.add(SeqState(1, prompt_len=40, max_tokens=5))
+    chunks = []
+    for _ in range(3):
+        work = run_step(s)
+        assert Work(0, 1, True) in work  # the running stream never waits
+        chunks += [w for w in work if w.seq_id == 1]
+    assert [w.n_tokens for w in chunks] == [15, 15, 10]
+    assert [w.sample for w in chunks] == [False, False, True]
+    assert run_step(s) == [Work(0, 1, True), Work(1, 1, True)]
+
+
+def test_step_budget_is_shared_oldest_prefill_first() -> None:
+    s = make(step=10)
+    s.add(SeqState(0, prompt_len=8, max_tokens=5))
+    s.add(SeqState(1, prompt_len=8, max_tokens=5))
+    assert run_step(s) == [Work(0, 8, True), Work(1, 2, False)]
+    assert run_step(s) == [Work(0, 1, True), Work(1, 6, True)]
+
+
+def test_priority_prefills_first() -> None:
+    s = make(step=10)
+    s.add(SeqState(0, prompt_len=100, max_tokens=5))
+    s.add(SeqState(1, prompt_len=6, max_tokens=5, priority=1))
+    assert run_step(s) == [Work(1, 6, True), Work(0, 4, False)]
+
+
+def test_cached_prefix_is_not_prefilled_again() -> None:
+    s = make(step=64)
+    s.add(SeqState(0, prompt_len=50, max_tokens=5))
+    (seq,) = s.admit()
+    seq.fed = 45  # the backend had 45 tokens cached
+    assert s.plan() == [Work(0, 5, True)]
+
+
+def test_abort_of_waiting_and_running() -> None:
+    s = make(max_running=1)
+    s.add(SeqState(0, 5, 5))
+    s.add(SeqState(1, 5, 5))
+    s.admit()
+    waiting = s.finish(1)
+    assert waiting is not None and waiting.status is SeqStatus.FINISHED
+    assert not s.waiting
+    running = s.finish(0)
+    assert running is not None and not s.running and s.kv_reserved == 0
+    assert s.finish(0) is None
+    assert not s.has_work()
+
+
+def test_all_running_sequences_share_each_step_fairly() -> None:
+    s = make(max_running=16, kv=10_000, step=512, waiting=16)
+    for i in range(16):
+        s.add(SeqState(i, prompt_len=20, max_tokens=10))
+    first = run_step(s)
+    assert sorted(w.seq_id for w in first) == list(range(16))
+    second = run_step(s)
+    assert sorted(w.seq_id for w in second) == list(range(16))
+    assert all(w.n_tokens == 1 for w in second)
+
+
+def test_step_tokens_must_cover_one_token_per_sequence() -> None:
+    with pytest.raises(ValueError):
+        Scheduler(max_running=8, kv_capacity=100, step_tokens=4, max_waiting=1)
