@@ -40,6 +40,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int | None = None
+    ignore_eos: bool = False  # never end at an end-of-generation token (benchmarks)
 
     @property
     def greedy(self) -> bool:

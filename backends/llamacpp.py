@@ -94,19 +94,26 @@ class LlamaCppBackend:
 
         self._ll = ll
         native.init_logging()
+        options = _options(request)
+        self._prefix_cache = options.prefix_cache
         _check_gguf(request.path)
         ll.llama_backend_init()
         self._model = self._load_model(request)
         self._vocab = ll.llama_model_get_vocab(self._model)
         n_train = ll.llama_model_n_ctx_train(self._model)
+        self._eog = native.eog_tokens(self._vocab)
         self._n_ctx = request.context_length
-        n_cache_slots = int(request.options.get("prefix_cache_slots", request.max_sequences))
+        n_cache_slots = options.prefix_cache_slots if options.prefix_cache else 0
         self._slots = [_Slot(i) for i in range(request.max_sequences + n_cache_slots)]
         self._ctx = self._new_context(request, len(self._slots))
         self._mem = ll.llama_get_memory(self._ctx)
         self._batch = native.Batch(self._batch_capacity(request))
         self._seqs: dict[int, _Seq] = {}
-        self._template = self._chat_template(request)
+        try:
+            self._template = self._chat_template(request)
+        except TemplateError as exc:
+            self.close()
+            raise ModelLoadError(f"model {request.name!r}: {exc}") from exc
         self.capabilities = Capabilities(
             context_length=min(self._n_ctx, n_train),
             max_sequences=request.max_sequences,
@@ -198,7 +205,7 @@ class LlamaCppBackend:
         del slot.tokens[keep:]
         slot.busy = True
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
-        sampler = self._native.make_sampler(sampling, self.capabilities.vocab_size, seed)
+        sampler = self._native.make_sampler(sampling, self.capabilities.vocab_size, seed, self._eog)
         self._seqs[seq_id] = _Seq(slot, list(prompt[keep:]), sampler, Utf8Stream())
         return keep
 
@@ -259,13 +266,10 @@ class LlamaCppBackend:
 
     def _evict_idle(self) -> bool:
         """Drop every cached prefix to make room in the KV cache."""
-        evicted = False
-        for slot in self._slots:
-            if not slot.busy and slot.tokens:
-                self._ll.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
-                slot.tokens.clear()
-                evicted = True
-        return evicted
+        idle = [slot for slot in self._slots if not slot.busy and slot.tokens]
+        for slot in idle:
+            self._clear(slot)
+        return bool(idle)
 
     def _drop(self, seq_id: int) -> None:
         seq = self._seqs.pop(seq_id, None)
@@ -273,6 +277,12 @@ class LlamaCppBackend:
             return
         self._ll.llama_sampler_free(seq.sampler)
         seq.slot.busy = False
+        if not self._prefix_cache:
+            self._clear(seq.slot)
+
+    def _clear(self, slot: _Slot) -> None:
+        self._ll.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+        slot.tokens.clear()
 
     def release(self, seq_id: int) -> None:
         self._drop(seq_id)
@@ -288,6 +298,30 @@ class LlamaCppBackend:
             self._ll.llama_free(self._ctx)
             self._ll.llama_model_free(self._model)
             self._ctx = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    prefix_cache: bool
+    prefix_cache_slots: int
+
+
+def _options(request: LoadRequest) -> _Options:
+    """models.toml ``options`` for llama.cpp; unknown keys are a load error."""
+    known = {"prefix_cache", "prefix_cache_slots"}
+    unknown = set(request.options) - known
+    if unknown:
+        raise ModelLoadError(
+            f"model {request.name!r}: unknown llama.cpp option(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    enabled = request.options.get("prefix_cache", True)
+    slots = request.options.get("prefix_cache_slots", request.max_sequences)
+    if not isinstance(enabled, bool):
+        raise ModelLoadError(f"model {request.name!r}: options.prefix_cache must be true or false")
+    if not isinstance(slots, int) or isinstance(slots, bool) or not 0 <= slots <= 256:
+        raise ModelLoadError(f"model {request.name!r}: options.prefix_cache_slots must be 0..256")
+    return _Options(enabled, slots)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

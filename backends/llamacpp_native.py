@@ -62,10 +62,20 @@ def meta_string(model: Any, key: str) -> str | None:
     return buf.value.decode("utf-8", "replace")
 
 
-def make_sampler(sampling: SamplingParams, n_vocab: int, seed: int) -> Any:
-    """A sampler chain for one sequence: penalties, then truncation, then the draw."""
+def eog_tokens(vocab: Any) -> list[int]:
+    return [t for t in range(ll.llama_vocab_n_tokens(vocab)) if ll.llama_vocab_is_eog(vocab, t)]
+
+
+def make_sampler(sampling: SamplingParams, n_vocab: int, seed: int, eog: list[int]) -> Any:
+    """A sampler chain for one sequence: bans, penalties, truncation, then the draw."""
     chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
     add = ll.llama_sampler_chain_add
+    if sampling.ignore_eos and eog:
+        bias = (ll.llama_logit_bias * len(eog))()
+        for i, token in enumerate(eog):
+            bias[i].token = token  # type: ignore[assignment]
+            bias[i].bias = float("-inf")
+        add(chain, ll.llama_sampler_init_logit_bias(n_vocab, len(eog), bias))
     if sampling.presence_penalty or sampling.frequency_penalty:
         add(
             chain,

@@ -124,9 +124,18 @@ class ModelHub:
             "error": error,
         }
 
+    def not_ready_reason(self) -> str:
+        problems = [f"{name}: {error}" for name, error in self.load_errors.items()]
+        for name, engine in self.engines.items():
+            if engine.state is not EngineState.READY:
+                problems.append(f"{name}: {engine.state.value} {engine.error or ''}".strip())
+        return "; ".join(problems) or "no model is loaded"
+
     def ready(self) -> bool:
-        return bool(self.engines) and all(
-            e.state is EngineState.READY for e in self.engines.values()
+        return (
+            not self.load_errors
+            and bool(self.engines)
+            and all(e.state is EngineState.READY for e in self.engines.values())
         )
 
     def stop(self) -> None:

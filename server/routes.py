@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from server import schemas
 from server.engine import Engine, RequestStream
-from server.errors import HearthError, InternalError, InvalidRequest
+from server.errors import HearthError, InternalError, InvalidRequest, ModelUnavailable
 from server.hub import ModelHub
 from server.requests import Accepted, Failed, Finished, TextDelta
 from server.responses import DONE, Shape, sse_error
@@ -166,6 +166,14 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def ready(request: Request) -> Response:
+    """Readiness: every model to serve is loaded and its engine alive."""
+    hub = _hub(request)
+    if not hub.ready():
+        raise ModelUnavailable("not ready: " + hub.not_ready_reason(), retry_after=5)
+    return JSONResponse({"status": "ready"})
+
+
 async def metrics(request: Request) -> Response:
     text = _hub(request).metrics.render()
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
@@ -178,5 +186,6 @@ ROUTES = [
     Route("/tokenize", tokenize, methods=["POST"]),
     Route("/detokenize", detokenize, methods=["POST"]),
     Route("/health", health, methods=["GET"]),
+    Route("/health/ready", ready, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
 ]

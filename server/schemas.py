@@ -25,6 +25,7 @@ _SAMPLING_FIELDS = {
 }  # fmt: skip
 _COMMON = _SAMPLING_FIELDS | {
     "model", "max_tokens", "stop", "stream", "stream_options", "user", "n", "logprobs",
+    "ignore_eos",
 }  # fmt: skip
 CHAT_FIELDS = _COMMON | {"messages", "max_completion_tokens", "top_logprobs"}
 COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix", "best_of"}
@@ -212,6 +213,8 @@ def _sampling(fields: Mapping[str, Any], defaults: SamplingParams) -> SamplingPa
             if value != int(value):
                 raise InvalidRequest(f"'{name}' must be an integer", param=name)
             changes[name] = int(value)
+    if fields.get("ignore_eos") is not None:
+        changes["ignore_eos"] = _bool(fields, "ignore_eos")
     return replace(defaults, **changes)
 
 

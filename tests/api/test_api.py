@@ -106,6 +106,9 @@ def test_models_lists_every_model_and_its_state(client: TestClient) -> None:
 
 def test_health_and_metrics(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
+    # gamma failed to load, so the server is alive but not ready
+    error = assert_error(client.get("/health/ready"), 503, code="model_unavailable")
+    assert "gamma" in error["message"] and "missing.fake" in error["message"]
     client.post(CHAT, json=chat_body("count me"))
     text = client.get("/metrics").text
     assert 'hearth_generation_tokens_total{model="alpha"} 8' in text

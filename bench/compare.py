@@ -1,0 +1,178 @@
+"""Side-by-side throughput: hearth vs llama.cpp's llama-server vs llama_cpp.server.
+
+One command reproduces the table in docs/benchmarks.md:
+
+    .venv/bin/python bench/compare.py --rounds 3
+
+It builds llama-server from the llama.cpp that the pinned llama-cpp-python vendors
+(bench/build_llama_server.sh), makes a venv for llama-cpp-python's own server from the
+same cached wheel, then for each round starts each server in turn on the same GGUF with
+the same threads and parallel sequences, runs `hearth bench` against it, and stops it:
+the servers are interleaved, never run at once. Results go to .bench/ as JSON; the
+summary (medians, spread, ratios) is printed as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / ".bench"
+VENV = ROOT / ".venv" / "bin"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hearth"
+LLAMA_BIN = CACHE / "llama.cpp-0.3.36" / "bin"
+# Keep the EOG tokens of Qwen2.5 out of the answer on a server without ignore_eos.
+QWEN_EOG_BIAS = {"151643": -100, "151645": -100}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def server_commands(args: argparse.Namespace, model: Path, port: int) -> dict[str, list[str]]:
+    threads, parallel, ctx = str(args.threads), str(args.parallel), str(args.context)
+    models_toml = OUT / "models.toml"
+    models_toml.write_text(
+        f'[models.bench]\npath = "{model}"\ncontext_length = {ctx}\n'
+        f"max_sequences = {parallel}\nthreads = {threads}\n"
+    )
+    return {
+        "hearth": [str(VENV / "hearth"), "--models-file", str(models_toml), "serve",
+                   "--port", str(port), "--no-pull"],
+        "llama-server": [str(LLAMA_BIN / "llama-server"), "-m", str(model), "--port", str(port),
+                         "-t", threads, "-tb", threads, "-np", parallel, "-c", ctx, "-kvu",
+                         "--no-webui", "-a", "bench"],
+        "llama_cpp.server": [str(OUT / "venv" / "bin" / "python"), "-m", "llama_cpp.server",
+                             "--model", str(model), "--port", str(port), "--n_threads", threads,
+                             "--n_ctx", "4096", "--model_alias", "bench"],
+    }  # fmt: skip
+
+
+EXTRA_BODY = {
+    "hearth": {"ignore_eos": True},
+    "llama-server": {"ignore_eos": True},
+    "llama_cpp.server": {"logit_bias": QWEN_EOG_BIAS},
+}
+
+
+def prepare_peers() -> None:
+    subprocess.run(["bash", str(ROOT / "bench" / "build_llama_server.sh")], check=True)
+    venv = OUT / "venv"
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        wheel = next((CACHE / "wheels" / "cpu").glob("llama_cpp_python-0.3.36-*.whl"))
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, f"{wheel}[server]"], check=True)
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("server not ready")
+
+
+def run_one(name: str, args: argparse.Namespace, model: Path, round_no: int) -> dict[str, object]:
+    port = free_port()
+    command = server_commands(args, model, port)[name]
+    log = (OUT / f"{name}.log").open("ab")
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        result = OUT / f"{name}-r{round_no}.json"
+        bench = [str(VENV / "hearth"), "bench", "--url", f"http://127.0.0.1:{port}/v1",
+                 "--model", "bench", "--concurrency", args.concurrency,
+                 "--prompt-tokens", str(args.prompt_tokens), "--max-tokens", str(args.max_tokens),
+                 "--extra-body", json.dumps(EXTRA_BODY[name]), "--label", name,
+                 "--json", str(result)]  # fmt: skip
+        subprocess.run(bench, check=False)
+        data: dict[str, object] = json.loads(result.read_text())
+        return data
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def summarize(runs: dict[str, list[dict[str, object]]]) -> str:
+    def levels(data: dict[str, object]) -> list[dict[str, float]]:
+        found = data["levels"]
+        assert isinstance(found, list)
+        return found
+
+    names = list(runs)
+    conc = [int(lv["concurrency"]) for lv in levels(runs[names[0]][0])]
+    lines = ["| concurrency | " + " | ".join(f"{n} agg t/s" for n in names)
+             + " | hearth / llama-server | hearth / llama_cpp.server"
+             + " | TTFT p50 s (" + ", ".join(names) + ") |",
+             "|" + "---|" * (len(names) + 4)]  # fmt: skip
+    for i, c in enumerate(conc):
+        agg = {n: [levels(r)[i]["aggregate_tps"] for r in runs[n]] for n in names}
+        ttft = {n: statistics.median(levels(r)[i]["ttft_p50"] for r in runs[n]) for n in names}
+        med = {n: statistics.median(v) for n, v in agg.items()}
+        cells = [f"{med[n]:.1f} ({min(agg[n]):.1f}–{max(agg[n]):.1f})" for n in names]
+        ratio = [med["hearth"] / med[p] if med.get(p) else float("nan")
+                 for p in ("llama-server", "llama_cpp.server")]  # fmt: skip
+        lines.append(
+            f"| {c} | "
+            + " | ".join(cells)
+            + f" | {ratio[0]:.2f}× | {ratio[1]:.2f}× | "
+            + ", ".join(f"{ttft[n]:.2f}" for n in names)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", type=Path, default=CACHE / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", default="1,4,8,16")
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--parallel", type=int, default=16)
+    parser.add_argument("--context", type=int, default=32768)
+    parser.add_argument("--servers", default="hearth,llama-server,llama_cpp.server")
+    args = parser.parse_args()  # fmt: skip
+    OUT.mkdir(exist_ok=True)
+    prepare_peers()
+    names = args.servers.split(",")
+    runs: dict[str, list[dict[str, object]]] = {n: [] for n in names}
+    for round_no in range(args.rounds):
+        for name in names:
+            print(f"== round {round_no + 1}: {name}", flush=True)
+            runs[name].append(run_one(name, args, args.model, round_no))
+    (OUT / "summary.json").write_text(json.dumps(runs, indent=2))
+    print(summarize(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
