@@ -3,7 +3,8 @@
 All sequences share one context with a unified KV cache; each sequence is a llama.cpp
 sequence id ("slot"). A finished sequence's slot keeps its tokens as a cached prefix
 until the slot or its cells are needed, so a request that starts with the same tokens
-(the next chat turn, an IDE resending a file) feeds only what differs.
+(the next chat turn, an IDE resending a file) feeds only what differs. A request with
+a ``seed`` never reuses a prefix, so the same seed and prompt give the same text.
 """
 
 from __future__ import annotations
@@ -201,6 +202,10 @@ class LlamaCppBackend:
 
     def add(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
         slot, keep = self._pick_slot(prompt)
+        if sampling.seed is not None:
+            # KV computed in another batch differs in the last bits, which can change a
+            # sampled token: a seeded request is prefilled alone so that it reproduces.
+            keep = 0
         self._ll.llama_memory_seq_rm(self._mem, slot.id, keep, -1)
         del slot.tokens[keep:]
         slot.busy = True

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from backends.base import Backend, BackendError, BackendPlugin, LoadRequest
+from backends.base import Backend, BackendError, BackendPlugin, LoadRequest, Work
 from server.errors import HearthError, InternalError, ModelUnavailable, QueueFull
 from server.metrics import Metrics
 from server.requests import (
@@ -197,19 +197,21 @@ class Engine:
                 seq.fed = backend.add(seq.seq_id, active.prompt, active.request.sampling)
                 active.on_admitted(seq.fed, self._metrics)
             work = scheduler.plan()
-            if not work:
-                continue
-            deltas, failures = backend.step(work)
-            scheduler.advance(work)
-            for failure in failures:
-                for seq_id in failure.seq_ids:
-                    self._end(seq_id, failed=InternalError(failure.message), release=False)
-            for delta in deltas:
-                active = self._active[delta.seq_id]
-                reason = active.on_delta(delta, self._metrics)
-                if reason is not None:
-                    self._end(delta.seq_id, finished=reason)
+            if work:
+                self._step(backend, scheduler, work)
             self._gauges(backend, scheduler)
+
+    def _step(self, backend: Backend, scheduler: Scheduler, work: list[Work]) -> None:
+        deltas, failures = backend.step(work)
+        scheduler.advance(work)
+        for failure in failures:
+            for seq_id in failure.seq_ids:
+                self._end(seq_id, failed=InternalError(failure.message), release=False)
+        for delta in deltas:
+            active = self._active[delta.seq_id]
+            reason = active.on_delta(delta, self._metrics)
+            if reason is not None:
+                self._end(delta.seq_id, finished=reason)
 
     def _drain(self, *, block: bool) -> bool:
         """Handle inbox commands; wait for one when idle. False means stop."""

@@ -6,6 +6,8 @@ GGUF files must already be in the model cache.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -41,7 +43,9 @@ def _models_state(client: httpx.Client) -> dict[str, str] | None:
     return {m["id"]: "loaded" if m["loaded"] else m["state"] for m in models}
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], base: str, log: Path, models: tuple[str, ...]
+) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     problem = f"not ready within {STARTUP_TIMEOUT_S:.0f}s"
     with httpx.Client(base_url=base, timeout=5.0) as client:
@@ -51,9 +55,9 @@ def _wait_ready(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
                 break
             states = _models_state(client)
             if states is not None:
-                if all(states.get(m) == "loaded" for m in MODELS):
+                if all(states.get(m) == "loaded" for m in models):
                     return
-                if "failed" in states.values():
+                if "failed" in (states.get(m) for m in models):
                     problem = f"a model failed to load: {states}"
                     break
             time.sleep(0.5)
@@ -70,22 +74,35 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def serve(
+    log: Path,
+    models: tuple[str, ...] = MODELS,
+    models_file: Path = MODELS_FILE,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """A real ``hearth serve`` process on a free port; yields its base URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("hearth") / "server.log"
-    command = [str(HEARTH), "--models-file", str(MODELS_FILE), "serve"]
+    command = [str(HEARTH), "--models-file", str(models_file), "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--no-pull"]
-    for model in MODELS:
+    for model in models:
         command += ["--model", model]
     base = f"http://127.0.0.1:{port}"
     with log.open("wb") as sink:
-        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         try:
-            _wait_ready(proc, base, log)
+            _wait_ready(proc, base, log, models)
             yield base
         finally:
             _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serve(tmp_path_factory.mktemp("hearth") / "server.log") as base:
+        yield base
 
 
 @pytest.fixture(scope="session")
