@@ -1,0 +1,98 @@
+"""Plugins, the registry's choice, hardware detection, and the template sandbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backends import registry
+from backends.base import ChatMessage, TemplateError
+from backends.hardware import Hardware, detect, physical_cores
+from backends.llamacpp import LlamaCppPlugin
+from backends.registry import BackendUnavailable, PluginInfo
+from backends.templates import ChatTemplate
+from tests.fakes import FakePlugin
+
+LINUX = Hardware("Linux", "x86_64", 2, 2, 2**30, ())
+MAC = Hardware("Darwin", "arm64", 8, 8, 2**30, ())
+
+
+class MissingPlugin(FakePlugin):
+    name = "missing"
+
+    def unavailable_reason(self) -> str | None:
+        return "needs libfoo; pip install foo"
+
+
+def plugins() -> dict[str, PluginInfo]:
+    return {
+        "llamacpp": PluginInfo("llamacpp", LlamaCppPlugin(), None),
+        "missing": PluginInfo("missing", MissingPlugin(), "needs libfoo; pip install foo"),
+    }
+
+
+def test_discover_finds_llamacpp_through_the_entry_point() -> None:
+    found = registry.discover()
+    assert found["llamacpp"].available
+
+
+def test_auto_picks_llamacpp_for_gguf(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    assert registry.choose("auto", model, plugins(), LINUX).name == "llamacpp"
+    renamed = tmp_path / "model.bin"
+    renamed.write_bytes(b"GGUF" + bytes(16))
+    assert registry.choose("auto", renamed, plugins(), LINUX).name == "llamacpp"
+
+
+def test_an_unavailable_backend_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="needs libfoo"):
+        registry.choose("missing", tmp_path / "m.gguf", plugins(), LINUX)
+    with pytest.raises(BackendUnavailable, match="unknown backend 'nope'"):
+        registry.choose("nope", tmp_path / "m.gguf", plugins(), LINUX)
+
+
+def test_an_mlx_folder_off_apple_silicon_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(BackendUnavailable, match="Apple Silicon"):
+        registry.choose("auto", tmp_path, plugins(), LINUX)
+    with pytest.raises(BackendUnavailable, match="unknown backend 'mlx'"):
+        registry.choose("auto", tmp_path, plugins(), MAC)
+
+
+def test_hardware_detection() -> None:
+    hw = detect()
+    assert 1 <= hw.physical_cores <= hw.logical_cpus
+    assert hw.memory_bytes > 0
+    assert physical_cores() == hw.physical_cores
+
+
+QWEN_LIKE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_template_renders_with_the_generation_prompt() -> None:
+    text = ChatTemplate(QWEN_LIKE).render([ChatMessage("user", "hi")])
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ messages.__class__.__init__.__globals__ }}",
+        "{% set x = messages.append(1) %}",
+        "{{ raise_exception('no system role') }}",
+        "{{ cycler.__init__.__globals__.os }}",
+    ],
+)
+def test_template_sandbox_refuses_python_internals(source: str) -> None:
+    with pytest.raises(TemplateError):
+        ChatTemplate(source).render([ChatMessage("user", "hi")])
+
+
+def test_template_that_does_not_compile() -> None:
+    with pytest.raises(TemplateError, match="does not compile"):
+        ChatTemplate("{% for %}")

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.config import ConfigError, load_models_file
+from server.settings import Settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "models.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_repository_models_file_loads() -> None:
+    root = Path(__file__).resolve().parents[2]
+    models = load_models_file(root / "models.toml", Path("/cache"))
+    assert models.default == "qwen2.5-coder-0.5b"
+    qwen = models.resolve("default")
+    assert qwen is not None and qwen.name == "qwen2.5-coder-0.5b"
+    assert qwen.path == Path("/cache/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+    assert qwen.source is not None and qwen.source.startswith("pypi:")
+    assert qwen.sha256 and qwen.sampling.top_k == 20
+    assert models.resolve("gemma3") is models.models["gemma-3-270m"]
+
+
+def test_every_key(tmp_path: Path) -> None:
+    (tmp_path / "t.jinja").write_text("{{ messages[0].content }}")
+    path = write(
+        tmp_path,
+        """
+        [models.m]
+        aliases = ["x"]
+        backend = "llamacpp"
+        path = "~/m.gguf"
+        source = "hf:org/repo/m.gguf"
+        context_length = 4096
+        max_sequences = 3
+        threads = 6
+        gpu_layers = 20
+        tensor_split = [3, 1]
+        chat_template_file = "t.jinja"
+        batch_tokens = 256
+        default_max_tokens = 100
+        options = { prefix_cache = false }
+        [models.m.sampling]
+        temperature = 0.2
+        seed = 7
+        """,
+    )
+    m = load_models_file(path, tmp_path / "cache").models["m"]
+    assert m.path == Path.home() / "m.gguf"
+    assert (m.context_length, m.max_sequences, m.threads, m.gpu_layers) == (4096, 3, 6, 20)
+    assert m.tensor_split == (3.0, 1.0) and m.batch_tokens == 256 and m.default_max_tokens == 100
+    assert m.chat_template == "{{ messages[0].content }}"
+    assert m.sampling.temperature == 0.2 and m.sampling.seed == 7
+    assert m.options == {"prefix_cache": False}
+    assert m.gpu_layers is not None
+
+
+def test_gpu_layers_auto_is_none(tmp_path: Path) -> None:
+    path = write(tmp_path, '[models.m]\npath = "m.gguf"\ngpu_layers = "auto"\n')
+    assert load_models_file(path, tmp_path).models["m"].gpu_layers is None
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ('[models.m]\npath = "a"\ncontext_length = "big"', "model 'm': key 'context_length'"),
+        ('[models.m]\npath = "a"\nmax_sequences = 0', "key 'max_sequences'"),
+        ('[models.m]\npath = "a"\nbogus = 1', "unknown key(s): bogus"),
+        ("[models.m]\ncontext_length = 10", "key 'path' is required"),
+        ('[models.m]\npath = "a"\ngpu_layers = "most"', "key 'gpu_layers'"),
+        (
+            '[models.m]\npath = "a"\n[models.m.sampling]\nheat = 1',
+            "unknown key(s) in sampling: heat",
+        ),
+        (
+            '[models.m]\npath = "a"\n[models.m.sampling]\ntemperature = "hot"',
+            "sampling.temperature",
+        ),
+        ('[models.m]\npath = "a"\ntensor_split = [-1]', "key 'tensor_split'"),
+        ('[models.m]\npath = "a"\naliases = "x"', "key 'aliases'"),
+        ('[models.m]\npath = "a"\nchat_template_file = "nope.jinja"', "chat_template_file"),
+        ('default = "z"\n[models.m]\npath = "a"', "default = 'z'"),
+        ('[models.m]\npath = "a"\naliases = ["n"]\n[models.n]\npath = "b"', "'n' is also used"),
+        ("x = 1", "at least one [models.NAME]"),
+        ("[models.m\n", "invalid TOML"),
+    ],
+)
+def test_mistakes_name_the_model_and_key(tmp_path: Path, body: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_models_file(write(tmp_path, body), tmp_path)
+    assert fragment in str(info.value)
+
+
+def test_resolve_is_a_key_lookup_never_a_path(tmp_path: Path) -> None:
+    models = load_models_file(write(tmp_path, '[models.m]\npath = "a"'), tmp_path)
+    for name in ("../m", "/dev/random", "org/repo", "a", "M"):
+        assert models.resolve(name) is None
+    assert models.resolve("m") is not None
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEARTH_PORT", "9001")
+    monkeypatch.setenv("HEARTH_LOAD", '["a", "b"]')
+    monkeypatch.setenv("HEARTH_MAX_QUEUE", "3")
+    settings = Settings()
+    assert (settings.port, settings.load, settings.max_queue) == (9001, ("a", "b"), 3)
+    assert settings.host == "127.0.0.1"
+    assert Settings(port=1).port == 1  # a flag beats the environment
