@@ -132,7 +132,7 @@ def summarize(runs: dict[str, list[dict[str, object]]]) -> str:
              "|" + "---|" * (len(names) + 4)]  # fmt: skip
     for i, c in enumerate(conc):
         agg = {n: [levels(r)[i]["aggregate_tps"] for r in runs[n]] for n in names}
-        ttft = {n: statistics.median(levels(r)[i]["ttft_p50"] for r in runs[n]) for n in names}
+        ttft = {n: statistics.median(levels(r)[i]["ttft_p50_s"] for r in runs[n]) for n in names}
         med = {n: statistics.median(v) for n, v in agg.items()}
         cells = [f"{med[n]:.1f} ({min(agg[n]):.1f}–{max(agg[n]):.1f})" for n in names]
         ratio = [med["hearth"] / med[p] if med.get(p) else float("nan")

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from server.errors import HearthError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
 from server.hub import ModelHub
 from server.routes import ROUTES
+from server.settings import Settings
 
 log = logging.getLogger("hearth.app")
 
@@ -49,7 +50,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(InternalError("internal server error"))
 
 
-def create_app(hub: ModelHub) -> Starlette:
+def create_app(hub: ModelHub, settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(hub.start)
@@ -68,4 +70,5 @@ def create_app(hub: ModelHub) -> Starlette:
         },
     )
     app.state.hub = hub
+    app.state.settings = settings
     return app

@@ -125,7 +125,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     hub = ModelHub(
         models, names, hardware=detect(), metrics=Metrics(), max_waiting=settings.max_queue
     )
-    app = create_app(hub)
+    app = create_app(hub, settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
     return 0
 
