@@ -6,7 +6,8 @@
     ├── InvalidRequest           400 invalid_request_error
     │   ├── UnsupportedParameter 400 (code: unsupported_parameter)
     │   └── ContextLengthExceeded 400 (code: context_length_exceeded)
-    ├── AuthenticationError      401 authentication_error
+    ├── AuthenticationError      401 authentication_error (code: invalid_api_key; WWW-Authenticate)
+    ├── HostNotAllowed           403 permission_error (code: host_not_allowed)
     ├── NotFound                 404 not_found_error
     │   └── ModelNotFound        404 (code: model_not_found)
     ├── MethodNotAllowed         405
@@ -74,6 +75,17 @@ class AuthenticationError(HearthError):
     status = 401
     type = "authentication_error"
     default_code = "invalid_api_key"
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "WWW-Authenticate": "Bearer"}
+
+
+class HostNotAllowed(HearthError):
+    """The Host header names a host this server does not answer for (DNS rebinding)."""
+
+    status = 403
+    type = "permission_error"
+    default_code = "host_not_allowed"
 
 
 class NotFound(HearthError):

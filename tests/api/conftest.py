@@ -35,15 +35,23 @@ path = "missing.fake"
 """
 
 
+# A host the default allow-list answers for; TestClient's own "testserver" gets 403.
+BASE_URL = "http://localhost:8080"
+
+
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
+def hub(tmp_path: Path) -> ModelHub:
     path = tmp_path / "models.toml"
     path.write_text(MODELS)
     models = load_models_file(path, tmp_path)
     plugins = {"fake": PluginInfo("fake", FakePlugin(), None)}
-    hub = ModelHub(
+    return ModelHub(
         models, ["alpha", "beta", "gamma"], hardware=detect(), metrics=Metrics(),
         max_waiting=4, plugins=plugins,
     )  # fmt: skip
-    with TestClient(create_app(hub), raise_server_exceptions=False) as c:
+
+
+@pytest.fixture
+def client(hub: ModelHub) -> Iterator[TestClient]:
+    with TestClient(create_app(hub), base_url=BASE_URL, raise_server_exceptions=False) as c:
         yield c
