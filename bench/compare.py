@@ -58,7 +58,9 @@ def server_commands(args: argparse.Namespace, model: Path, port: int) -> dict[st
                          "--no-webui", "-a", "bench"],
         "llama_cpp.server": [str(OUT / "venv" / "bin" / "python"), "-m", "llama_cpp.server",
                              "--model", str(model), "--port", str(port), "--n_threads", threads,
-                             "--n_ctx", "4096", "--model_alias", "bench"],
+                             "--n_ctx", "4096", "--model_alias", "bench",
+                             # its default cancels a running answer when another arrives
+                             "--interrupt_requests", "False"],
     }  # fmt: skip
 
 
@@ -72,11 +74,13 @@ EXTRA_BODY = {
 def prepare_peers() -> None:
     subprocess.run(["bash", str(ROOT / "bench" / "build_llama_server.sh")], check=True)
     venv = OUT / "venv"
-    if not (venv / "bin" / "python").exists():
+    ready = venv / ".llama-cpp-server-installed"
+    if not ready.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         wheel = next((CACHE / "wheels" / "cpu").glob("llama_cpp_python-0.3.36-*.whl"))
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
         subprocess.run([*pip, f"{wheel}[server]"], check=True)
+        ready.touch()
 
 
 def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
@@ -110,12 +114,18 @@ def run_one(name: str, args: argparse.Namespace, model: Path, round_no: int) -> 
         data: dict[str, object] = json.loads(result.read_text())
         return data
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
         log.close()
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def summarize(runs: dict[str, list[dict[str, object]]]) -> str:
@@ -135,7 +145,7 @@ def summarize(runs: dict[str, list[dict[str, object]]]) -> str:
         ttft = {n: statistics.median(levels(r)[i]["ttft_p50_s"] for r in runs[n]) for n in names}
         med = {n: statistics.median(v) for n, v in agg.items()}
         cells = [f"{med[n]:.1f} ({min(agg[n]):.1f}–{max(agg[n]):.1f})" for n in names]
-        ratio = [med["hearth"] / med[p] if med.get(p) else float("nan")
+        ratio = [med.get("hearth", float("nan")) / med[p] if med.get(p) else float("nan")
                  for p in ("llama-server", "llama_cpp.server")]  # fmt: skip
         lines.append(
             f"| {c} | "
@@ -160,11 +170,22 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=16)
     parser.add_argument("--context", type=int, default=32768)
     parser.add_argument("--servers", default="hearth,llama-server,llama_cpp.server")
+    parser.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="only print the table from the JSON files already in .bench/",
+    )
     args = parser.parse_args()  # fmt: skip
     OUT.mkdir(exist_ok=True)
-    prepare_peers()
     names = args.servers.split(",")
     runs: dict[str, list[dict[str, object]]] = {n: [] for n in names}
+    if args.summarize_only:
+        for name in names:
+            for path in sorted(OUT.glob(f"{name}-r*.json")):
+                runs[name].append(json.loads(path.read_text()))
+        print(summarize(runs))
+        return 0
+    prepare_peers()
     for round_no in range(args.rounds):
         for name in names:
             print(f"== round {round_no + 1}: {name}", flush=True)

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from server import security
 from server.errors import HearthError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
 from server.hub import ModelHub
 from server.routes import ROUTES
@@ -52,6 +53,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def create_app(hub: ModelHub, settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(hub.start)
@@ -62,6 +64,7 @@ def create_app(hub: ModelHub, settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=ROUTES,
+        middleware=security.middleware(settings),
         lifespan=lifespan,
         exception_handlers={
             HearthError: _hearth_error,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 #: The per-user speed below which a chat stops feeling interactive (tokens/s).
 INTERACTIVE_TPS = 5.0
+MAX_TTFT_S = 10.0  # a user who waits longer for the first token is not being served
 #: Share of registered users logged in at a busy moment, and share of those
 #: waiting on a reply at the same instant: one active stream per 100 users.
 LOGGED_IN_SHARE = 0.1
@@ -107,16 +108,24 @@ def summarize_level(
 
 
 def interactive_concurrency(
-    levels: Sequence[LevelSummary], threshold: float = INTERACTIVE_TPS
+    levels: Sequence[LevelSummary],
+    threshold: float = INTERACTIVE_TPS,
+    max_ttft: float = MAX_TTFT_S,
 ) -> int | None:
-    """Largest measured concurrency whose 10th-percentile user still gets ``threshold`` t/s.
+    """Largest measured concurrency whose 10th-percentile user still gets ``threshold`` t/s
+    and whose 95th-percentile user sees the first token within ``max_ttft`` seconds (a
+    server that queues users is fast for those it serves, but not serving the rest).
 
     A level with any failed request does not qualify.
     """
     passing = [
         lv.concurrency
         for lv in levels
-        if lv.errors == 0 and lv.per_user_tps_p10 is not None and lv.per_user_tps_p10 >= threshold
+        if lv.errors == 0
+        and lv.per_user_tps_p10 is not None
+        and lv.per_user_tps_p10 >= threshold
+        and lv.ttft_p95_s is not None
+        and lv.ttft_p95_s <= max_ttft
     ]
     return max(passing, default=None)
 
@@ -132,10 +141,11 @@ def founding_answer(levels: Sequence[LevelSummary], threshold: float = INTERACTI
     if best is None:
         return (
             f"No measured concurrency keeps the 10th-percentile user at >= {threshold:g} t/s "
-            "(without errors)."
+            f"with a first token within {MAX_TTFT_S:g} s (without errors)."
         )
     return (
-        f"Up to {best} concurrent streams keep the 10th-percentile user at >= {threshold:g} t/s: "
+        f"Up to {best} concurrent streams keep the 10th-percentile user at >= {threshold:g} t/s "
+        f"and the first token within {MAX_TTFT_S:g} s (p95): "
         f"serves about {registered_users(best)} registered users "
         f"({LOGGED_IN_SHARE:.0%} logged in, {ACTIVE_SHARE:.0%} of those active)."
     )

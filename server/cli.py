@@ -1,4 +1,4 @@
-"""The ``hearth`` command: serve, models, pull, info, bench."""
+"""The ``hearth`` command: serve, models, pull, info, bench, service."""
 
 from __future__ import annotations
 
@@ -47,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
         help="model to load (repeatable; default: the models file's default)",
     )  # fmt: skip
     serve.add_argument("--no-pull", action="store_true", help="do not download missing models")
+    serve.add_argument(
+        "--api-key-file", type=Path, metavar="PATH",
+        help="API keys, one a line, mode 0600 (env HEARTH_API_KEY_FILE; see docs/security.md)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--insecure-no-auth", action="store_true",
+        help="allow a non-loopback --host without API keys (env HEARTH_INSECURE_NO_AUTH=1)",
+    )  # fmt: skip
     serve.set_defaults(func=_serve)
 
     models = sub.add_parser("models", help="list the models in the models file")
@@ -64,17 +72,25 @@ def _parser() -> argparse.ArgumentParser:
 
     bench_module.add_arguments(bench)
     bench.set_defaults(func=lambda args, _settings: bench_module.run(args))
+
+    service = sub.add_parser("service", help="run hearth as a systemd or launchd service")
+    from server import service as service_module
+
+    service_module.add_arguments(service)
+    service.set_defaults(func=service_module.run)
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for key in ("host", "port", "models_file", "load"):
+    for key in ("host", "port", "models_file", "load", "api_key_file"):
         value = getattr(args, key, None)
         if value:
             overrides[key] = tuple(value) if key == "load" else value
     if getattr(args, "no_pull", False):
         overrides["pull_missing"] = False
+    if getattr(args, "insecure_no_auth", False):
+        overrides["insecure_no_auth"] = True
     return Settings(**overrides)
 
 
@@ -103,14 +119,19 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from backends.hardware import detect
+    from server import lifecycle
     from server.app import create_app
     from server.hub import ModelHub
     from server.metrics import Metrics
     from server.pull import PullError
+    from server.security import check_bind
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    warning = check_bind(settings)  # a refusal raises ConfigError: exit 2
+    if warning:
+        logging.getLogger("hearth.security").warning(warning)
     models = models_file(settings)
     names = settings.load or (models.default,)
     if settings.pull_missing:
@@ -126,8 +147,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         models, names, hardware=detect(), metrics=Metrics(), max_waiting=settings.max_queue
     )
     app = create_app(hub, settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
-    return 0
+    server_config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+    )  # fmt: skip
+    return lifecycle.serve(hub, server_config, settings.drain_seconds)
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> int:

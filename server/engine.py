@@ -37,6 +37,7 @@ from server.scheduler import QueueFullError, Scheduler
 from server.sequences import Active, prepare
 
 log = logging.getLogger("hearth.engine")
+MAX_STEP_ERRORS = 3
 T = TypeVar("T")
 
 
@@ -82,6 +83,11 @@ class _Call:
     future: concurrent.futures.Future[Any]
 
 
+@dataclass(frozen=True, slots=True)
+class _CancelAll:
+    message: str
+
+
 _STOP = object()
 
 
@@ -112,6 +118,7 @@ class Engine:
         self._by_request: dict[str, int] = {}
         self._next_seq = 0
         self._scheduler: Scheduler | None = None
+        self._step_errors = 0
 
     # -- the HTTP side (any thread) --------------------------------------------------
 
@@ -148,6 +155,10 @@ class Engine:
         else:
             self._inbox.put(_Call(fn, future))
         return future
+
+    def cancel_all(self, message: str) -> None:
+        """End every request of this engine with a 503 error event."""
+        self._inbox.put(_CancelAll(message))
 
     def stop(self, timeout: float = 30.0) -> None:
         self._inbox.put(_STOP)
@@ -202,7 +213,21 @@ class Engine:
             self._gauges(backend, scheduler)
 
     def _step(self, backend: Backend, scheduler: Scheduler, work: list[Work]) -> None:
-        deltas, failures = backend.step(work)
+        try:
+            deltas, failures = backend.step(work)
+        except Exception:
+            # The batch's requests fail with an error event; the next ones are served.
+            # A backend that keeps raising is broken: the engine dies (readiness 503,
+            # the process exits for its supervisor to restart it).
+            self._step_errors += 1
+            log.exception("step failed (%d in a row)", self._step_errors)
+            if self._step_errors >= MAX_STEP_ERRORS:
+                raise
+            for w in work:
+                if w.seq_id in self._active:
+                    self._end(w.seq_id, failed=InternalError("the model failed on this batch"))
+            return
+        self._step_errors = 0
         scheduler.advance(work)
         for failure in failures:
             for seq_id in failure.seq_ids:
@@ -229,6 +254,8 @@ class Engine:
                 self._abort(item.request_id)
             elif isinstance(item, _Call):
                 self._call(item)
+            elif isinstance(item, _CancelAll):
+                self._fail_all(ModelUnavailable(item.message, retry_after=10))
 
     def _accept(self, item: _Submit) -> None:
         assert self.backend is not None and self._scheduler is not None

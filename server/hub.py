@@ -37,6 +37,9 @@ class ModelHub:
         self.engines: dict[str, Engine] = {}
         self.load_errors: dict[str, str] = {}
         self.backend_names: dict[str, str] = {}
+        self.draining = False
+        self.inflight = 0  # generation requests between submit and their last byte
+        self._served: set[str] = set()  # engines that reached READY
 
     def _config(self, name: str) -> ModelConfig:
         config = self.models.resolve(name)
@@ -66,8 +69,10 @@ class ModelHub:
             )
             self.engines[config.name] = engine
             engine.start()
-        for engine in self.engines.values():
+        for name, engine in self.engines.items():
             engine.wait_loaded()
+            if engine.state is EngineState.READY:
+                self._served.add(name)
 
     def _load_request(self, config: ModelConfig) -> LoadRequest:
         return LoadRequest(
@@ -88,6 +93,8 @@ class ModelHub:
         config = self.models.resolve(name)
         if config is None:
             raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+        if self.draining:
+            raise ModelUnavailable("the server is shutting down", retry_after=10)
         engine = self.engines.get(config.name)
         if engine is None:
             reason = self.load_errors.get(config.name, "it is not loaded in this server")
@@ -124,7 +131,21 @@ class ModelHub:
             "error": error,
         }
 
+    def start_drain(self) -> None:
+        self.draining = True
+
+    def cut_remaining(self) -> None:
+        """End every running and queued request with an error (drain window over)."""
+        for engine in self.engines.values():
+            engine.cancel_all("the server is shutting down")
+
+    def dead_engines(self) -> list[str]:
+        """Engines that served and then failed (not those that never loaded)."""
+        return [name for name in self._served if self.engines[name].state is EngineState.FAILED]
+
     def not_ready_reason(self) -> str:
+        if self.draining:
+            return "the server is shutting down"
         problems = [f"{name}: {error}" for name, error in self.load_errors.items()]
         for name, engine in self.engines.items():
             if engine.state is not EngineState.READY:
@@ -133,7 +154,8 @@ class ModelHub:
 
     def ready(self) -> bool:
         return (
-            not self.load_errors
+            not self.draining
+            and not self.load_errors
             and bool(self.engines)
             and all(e.state is EngineState.READY for e in self.engines.values())
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,10 +17,11 @@ from server import schemas
 from server.engine import Engine, RequestStream
 from server.errors import HearthError, InternalError, InvalidRequest, ModelUnavailable
 from server.hub import ModelHub
-from server.requests import Accepted, Failed, Finished, TextDelta
+from server.requests import Accepted, Failed, Finished, GenerationRequest, TextDelta, Usage
 from server.responses import DONE, Shape, sse_error
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+access_log = logging.getLogger("hearth.requests")
 
 
 class RequestTooLarge(InvalidRequest):
@@ -71,15 +74,55 @@ async def _generate(
     if isinstance(first, Failed):
         raise first.error
     shape = Shape.for_request(gen.request_id, gen.model, chat=chat)
+    tracker = _Tracker(_hub(request), gen, parsed.stream)
     if parsed.stream:
-        events = _sse(engine, stream, shape, parsed.include_usage)
+        events = _sse(engine, stream, shape, parsed.include_usage, tracker)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    return await _collect(request, engine, stream, shape)
+    return await _collect(request, engine, stream, shape, tracker)
+
+
+class _Tracker:
+    """Counts a generation as in flight (for the drain) and logs one line when it ends."""
+
+    def __init__(self, hub: ModelHub, gen: GenerationRequest, stream: bool) -> None:
+        self._hub = hub
+        self._gen = gen
+        self._stream = stream
+        self._outcome = "client_gone"
+        self._usage: Usage | None = None
+        hub.inflight += 1
+
+    def finished(self, event: Finished) -> None:
+        self._outcome, self._usage = event.reason.value, event.usage
+
+    def failed(self, event: Failed) -> None:
+        self._outcome = f"error:{event.error.code or event.error.status}"
+
+    def close(self) -> None:
+        self._hub.inflight -= 1
+        record: dict[str, object] = {
+            "id": self._gen.request_id,
+            "model": self._gen.model,
+            "stream": self._stream,
+            "outcome": self._outcome,
+            "seconds": round(time.monotonic() - self._gen.arrival, 3),
+        }
+        if self._usage is not None:
+            record |= {
+                "prompt_tokens": self._usage.prompt_tokens,
+                "cached_tokens": self._usage.cached_tokens,
+                "completion_tokens": self._usage.completion_tokens,
+            }
+        access_log.info("%s", json.dumps(record))
 
 
 async def _sse(
-    engine: Engine, stream: RequestStream, shape: Shape, include_usage: bool
+    engine: Engine,
+    stream: RequestStream,
+    shape: Shape,
+    include_usage: bool,
+    tracker: _Tracker,
 ) -> AsyncIterator[bytes]:
     """The SSE body. If the client leaves, the generator is closed and the sequence freed."""
     done = False
@@ -90,11 +133,13 @@ async def _sse(
             if isinstance(event, TextDelta):
                 yield shape.chunk(event.text)
             elif isinstance(event, Finished):
+                tracker.finished(event)
                 yield shape.chunk(None, event.reason.value)
                 if include_usage:
                     yield shape.usage_chunk(event.usage)
                 break
             elif isinstance(event, Failed):
+                tracker.failed(event)
                 yield sse_error(event.error)
                 break
         done = True
@@ -102,10 +147,11 @@ async def _sse(
     finally:
         if not done:
             engine.abort(stream.request_id)
+        tracker.close()
 
 
 async def _collect(
-    request: Request, engine: Engine, stream: RequestStream, shape: Shape
+    request: Request, engine: Engine, stream: RequestStream, shape: Shape, tracker: _Tracker
 ) -> Response:
     watcher = asyncio.create_task(_abort_on_disconnect(request, engine, stream))
     parts: list[str] = []
@@ -115,14 +161,17 @@ async def _collect(
             if isinstance(event, TextDelta):
                 parts.append(event.text)
             elif isinstance(event, Finished):
+                tracker.finished(event)
                 body = shape.full("".join(parts), event.reason.value, event.usage)
                 return JSONResponse(body)
             elif isinstance(event, Failed):
+                tracker.failed(event)
                 raise event.error
             elif isinstance(event, Accepted):
                 raise InternalError("unexpected event order")
     finally:
         watcher.cancel()
+        tracker.close()
 
 
 async def _abort_on_disconnect(request: Request, engine: Engine, stream: RequestStream) -> None:

@@ -6,9 +6,13 @@ Built once in ``main`` and passed down; nothing reads the environment after that
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A plain comma list in the environment (``a,b``), not the JSON pydantic-settings expects.
+CommaList = Annotated[tuple[str, ...], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -24,3 +28,18 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=64, ge=0)
     log_level: str = "info"
     pull_missing: bool = True
+    # On SIGTERM, how long running streams may finish before they are cut.
+    drain_seconds: float = Field(default=30.0, ge=0)
+    # Access control (server/security.py, docs/security.md). Keys stay out of repr.
+    api_keys: CommaList = Field(default=(), repr=False)
+    api_key_file: Path | None = None
+    allowed_hosts: CommaList = ()
+    cors_origins: CommaList = ()
+    insecure_no_auth: bool = False
+
+    @field_validator("api_keys", "allowed_hosts", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value

@@ -49,7 +49,7 @@ class FakeBackend:
         self.steps: list[list[Work]] = []
         self.released: list[int] = []
         self.fail_next_step = False
-        self.raise_next_step = False
+        self.raise_steps = 0
         self._seqs: dict[int, _Seq] = {}
         self.closed = False
         self.gate = threading.Event()  # clear it to hold every step
@@ -73,8 +73,8 @@ class FakeBackend:
     def step(self, work: Sequence[Work]) -> tuple[list[Delta], list[StepFailure]]:
         self.gate.wait(10)
         self.steps.append(list(work))
-        if self.raise_next_step:
-            self.raise_next_step = False
+        if self.raise_steps:
+            self.raise_steps -= 1
             raise RuntimeError("boom")
         if self.fail_next_step:
             self.fail_next_step = False

@@ -174,3 +174,26 @@ def test_malformed_json_wrong_method_and_unknown_route(client: TestClient) -> No
     assert_error(resp, 400)
     assert_error(client.get(CHAT), 405)
     assert_error(client.get("/v1/nothing"), 404)
+
+
+def test_a_dead_engine_turns_readiness_off_and_is_reported_for_exit(client: TestClient) -> None:
+    hub = client.app.state.hub  # type: ignore[attr-defined]
+    assert hub.dead_engines() == []
+    engine = hub.engines["alpha"]
+    engine.backend.raise_steps = 3
+    for _ in range(3):
+        client.post(CHAT, json=chat_body("doomed"))
+    assert hub.dead_engines() == ["alpha"]
+    error = assert_error(client.get("/health/ready"), 503)
+    assert "alpha" in error["message"]
+    assert_error(client.post(CHAT, json=chat_body("x")), 503, code="model_unavailable")
+
+
+def test_draining_refuses_new_work_with_503(client: TestClient) -> None:
+    hub = client.app.state.hub  # type: ignore[attr-defined]
+    hub.start_drain()
+    resp = client.post(CHAT, json=chat_body("late"))
+    assert_error(resp, 503)
+    assert resp.headers["Retry-After"]
+    assert_error(client.get("/health/ready"), 503)
+    assert client.get("/health").status_code == 200

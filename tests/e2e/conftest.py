@@ -44,11 +44,16 @@ def _models_state(client: httpx.Client) -> dict[str, str] | None:
 
 
 def _wait_ready(
-    proc: subprocess.Popen[bytes], base: str, log: Path, models: tuple[str, ...]
+    proc: subprocess.Popen[bytes],
+    base: str,
+    log: Path,
+    models: tuple[str, ...],
+    api_key: str | None = None,
 ) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     problem = f"not ready within {STARTUP_TIMEOUT_S:.0f}s"
-    with httpx.Client(base_url=base, timeout=5.0) as client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    with httpx.Client(base_url=base, timeout=5.0, headers=headers) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 problem = f"exited with status {proc.returncode}"
@@ -80,8 +85,13 @@ def serve(
     models: tuple[str, ...] = MODELS,
     models_file: Path = MODELS_FILE,
     env: dict[str, str] | None = None,
+    wait_for: tuple[str, ...] | None = None,
+    procs: list[subprocess.Popen[bytes]] | None = None,
+    api_key: str | None = None,
 ) -> Iterator[str]:
-    """A real ``hearth serve`` process on a free port; yields its base URL."""
+    """A real ``hearth serve`` process on a free port; yields its base URL. It waits for
+    ``wait_for`` (default: every model) to load; ``procs`` receives the process. ``api_key``
+    is for a server that asks for one (its key file or keys come in ``env``)."""
     port = _free_port()
     command = [str(HEARTH), "--models-file", str(models_file), "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--no-pull"]
@@ -92,8 +102,10 @@ def serve(
         proc = subprocess.Popen(
             command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
+        if procs is not None:
+            procs.append(proc)
         try:
-            _wait_ready(proc, base, log, models)
+            _wait_ready(proc, base, log, models if wait_for is None else wait_for, api_key)
             yield base
         finally:
             _stop(proc)

@@ -102,6 +102,11 @@ def test_interactive_concurrency_is_the_largest_passing_level() -> None:
     assert "serves about 400 registered users" in founding_answer(levels)
 
 
+def test_a_level_whose_users_wait_too_long_does_not_qualify() -> None:
+    slow_start = LevelSummary(8, 16, 0, 1.0, 40, 40.0, 30.0, 30.0, 20.0, 60.0, 30.0)
+    assert interactive_concurrency([_level(1, 20.0), slow_start]) == 1
+
+
 def test_a_level_with_errors_does_not_qualify() -> None:
     assert interactive_concurrency([_level(1, 9.0), _level(2, 8.0, errors=1)]) == 1
     assert interactive_concurrency([_level(1, 4.0), _level(2, None)]) is None

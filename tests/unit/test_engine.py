@@ -188,8 +188,20 @@ def test_step_failure_fails_those_requests_and_the_engine_serves_on(engine: Engi
     assert text_of(events) == "fine"
 
 
-def test_engine_crash_fails_requests_and_marks_it_failed(engine: Engine) -> None:
-    fake(engine).raise_next_step = True
+def test_a_step_that_raises_fails_that_batch_and_the_engine_serves_on(engine: Engine) -> None:
+    fake(engine).raise_steps = 1
+    (events,) = run(engine, chat("doomed"))
+    assert isinstance(events[-1], Failed) and isinstance(events[-1].error, InternalError)
+    (events,) = run(engine, chat("fine"))
+    assert text_of(events) == "fine"
+    assert engine.state is EngineState.READY
+
+
+def test_a_backend_that_keeps_raising_kills_the_engine(engine: Engine) -> None:
+    fake(engine).raise_steps = 3
+    for i in range(2):
+        (events,) = run(engine, chat("doomed", rid=f"d{i}"))
+        assert isinstance(events[-1], Failed)
     (events,) = run(engine, chat("doomed"))
     assert isinstance(events[-1], Failed)
     deadline = time.monotonic() + 5

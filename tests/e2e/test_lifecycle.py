@@ -1,0 +1,114 @@
+"""SIGTERM drains, a cut stream ends with an error event, a failed model fails alone."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.config import load_models_file
+from server.pull import default_cache_dir
+from tests.e2e.conftest import MODELS_FILE, serve
+
+pytestmark = pytest.mark.e2e
+
+
+def qwen_path() -> Path:
+    return load_models_file(MODELS_FILE, default_cache_dir()).models["qwen2.5-coder-0.5b"].path
+
+
+def models_file(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "models.toml"
+    path.write_text(
+        f'[models.qwen]\npath = "{qwen_path()}"\ncontext_length = 4096\nmax_sequences = 4\n' + extra
+    )
+    return path
+
+
+def stream_events(base: str, max_tokens: int, started: threading.Event) -> list[str]:
+    body = {
+        "model": "qwen", "stream": True, "max_tokens": max_tokens, "ignore_eos": True,
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+    }  # fmt: skip
+    events = []
+    with (
+        httpx.Client(timeout=120) as c,
+        c.stream("POST", f"{base}/v1/chat/completions", json=body) as resp,
+    ):
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+                if len(events) == 2:
+                    started.set()
+    return events
+
+
+def run_drain(
+    tmp_path: Path, drain: str, max_tokens: int
+) -> tuple[list[list[str]], dict[str, object]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    env = {"HEARTH_DRAIN_SECONDS": drain}
+    seen: dict[str, object] = {}
+    with serve(tmp_path / "log", ("qwen",), models_file(tmp_path), env, procs=procs) as base:
+        starts = [threading.Event() for _ in range(3)]
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(stream_events, base, max_tokens, s) for s in starts]
+            assert all(s.wait(60) for s in starts)
+            procs[0].send_signal(signal.SIGTERM)
+            late = httpx.post(
+                f"{base}/v1/chat/completions",
+                json={"model": "qwen", "messages": [{"role": "user", "content": "hi"}]},
+                timeout=30,
+            )
+            seen["late_status"] = late.status_code
+            seen["late_retry_after"] = late.headers.get("retry-after")
+            seen["ready_status"] = httpx.get(f"{base}/health/ready", timeout=30).status_code
+            streams = [f.result(timeout=120) for f in futures]
+        seen["exit_code"] = procs[0].wait(60)
+    return streams, seen
+
+
+def test_sigterm_lets_running_streams_finish(tmp_path: Path) -> None:
+    streams, seen = run_drain(tmp_path, drain="60", max_tokens=40)
+    assert seen["late_status"] == 503 and seen["late_retry_after"]
+    assert seen["ready_status"] == 503
+    for events in streams:
+        assert events[-1] == "[DONE]"
+        last = json.loads(events[-2])
+        assert last["choices"][0]["finish_reason"] == "length"
+    assert seen["exit_code"] == 0
+
+
+def test_a_short_window_cuts_streams_with_an_error_event(tmp_path: Path) -> None:
+    streams, seen = run_drain(tmp_path, drain="1", max_tokens=1200)
+    for events in streams:
+        assert events[-1] == "[DONE]"
+        error = json.loads(events[-2])["error"]
+        assert error["code"] == "model_unavailable" and "shutting down" in error["message"]
+    assert seen["exit_code"] == 0
+
+
+def test_a_model_that_fails_to_load_fails_alone(tmp_path: Path) -> None:
+    extra = '[models.broken]\npath = "/nonexistent/broken.gguf"\n'
+    with (
+        serve(
+            tmp_path / "log", ("qwen", "broken"), models_file(tmp_path, extra), wait_for=("qwen",)
+        ) as base,
+        httpx.Client(base_url=base, timeout=60) as http,
+    ):
+        models = {m["id"]: m for m in http.get("/v1/models").json()["data"]}
+        assert models["broken"]["state"] == "failed"
+        assert "/nonexistent/broken.gguf" in models["broken"]["error"]
+        refused = http.post("/v1/completions", json={"model": "broken", "prompt": "x"})
+        assert refused.status_code == 503
+        assert "broken.gguf" in refused.json()["error"]["message"]
+        ok = http.post("/v1/completions", json={"model": "qwen", "prompt": "x", "max_tokens": 2})
+        assert ok.status_code == 200
+        assert http.get("/health").status_code == 200
+        assert http.get("/health/ready").status_code == 503
