@@ -197,3 +197,15 @@ def test_draining_refuses_new_work_with_503(client: TestClient) -> None:
     assert resp.headers["Retry-After"]
     assert_error(client.get("/health/ready"), 503)
     assert client.get("/health").status_code == 200
+
+
+def test_one_log_line_per_request_without_the_prompt(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="hearth.requests")
+    client.post(CHAT, json=chat_body("secret prompt text", max_tokens=3))
+    (record,) = [r for r in caplog.records if r.name == "hearth.requests"]
+    line = json.loads(record.getMessage())
+    assert line["model"] == "alpha" and line["outcome"] == "length"
+    assert line["completion_tokens"] == 3 and line["prompt_tokens"] > 0
+    assert "secret" not in record.getMessage()
