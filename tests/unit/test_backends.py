@@ -33,8 +33,23 @@ def plugins() -> dict[str, PluginInfo]:
 
 
 def test_discover_finds_llamacpp_through_the_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    names = {ep.name: ep.value for ep in entry_points(group=registry.ENTRY_POINT_GROUP)}
+    assert names["llamacpp"] == "backends.llamacpp:LlamaCppPlugin"
     found = registry.discover()
     assert found["llamacpp"].available
+
+
+def test_a_third_party_plugin_is_found_through_the_entry_point(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class EntryPoint:
+        name, value = "fake", "tests.fakes:FakePlugin"
+
+    monkeypatch.setattr(registry, "entry_points", lambda group: [EntryPoint()])
+    found = registry.discover()
+    assert found["fake"].available and found["fake"].plugin is not None
 
 
 def test_auto_picks_llamacpp_for_gguf(tmp_path: Path) -> None:
