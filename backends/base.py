@@ -29,6 +29,25 @@ class TemplateError(BackendError):
     """The chat template could not be rendered for these messages."""
 
 
+class FimUnsupported(BackendError):
+    """The model has no fill-in-the-middle tokens."""
+
+
+class GrammarError(BackendError):
+    """A JSON schema or grammar was refused (too deep, too big, recursive, unparsable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """Constrain a sequence's output: a JSON object (``schema`` None) or JSON matching a
+    JSON schema (its JSON text), between the literal texts ``before`` and ``after``
+    (a tool call's tags). Hashable, so compiled grammars are cached by it."""
+
+    schema: str | None = None
+    before: str = ""
+    after: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     """Per-sequence sampling, validated by the HTTP layer before it gets here."""
@@ -41,6 +60,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     seed: int | None = None
     ignore_eos: bool = False  # never end at an end-of-generation token (benchmarks)
+    constraint: Constraint | None = None  # checked by Backend.check_constraint first
 
     @property
     def greedy(self) -> bool:
@@ -48,9 +68,30 @@ class SamplingParams:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the assistant made; ``arguments`` is JSON text as generated."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call; ``parameters`` is its JSON schema as JSON text."""
+
+    name: str
+    description: str = ""
+    parameters: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant message's calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +157,33 @@ class Backend(Protocol):
         """Turn tokens back into text (special tokens rendered)."""
         ...
 
-    def chat_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """Render messages with the model's chat template and the generation prompt,
-        and tokenize the result (adding BOS only where the template did not).
+    def chat_prompt(self, messages: Sequence[ChatMessage], tools: Sequence[Tool] = ()) -> list[int]:
+        """Render messages (and the tools the model may call, in the template's own
+        way) with the model's chat template and the generation prompt, and tokenize the
+        result (adding BOS only where the template did not).
 
         Raises :class:`TemplateError` when there is no template or it rejects the
         conversation.
         """
+        ...
+
+    def fim_prompt(
+        self, prefix: str, suffix: str, extra: Sequence[tuple[str, str]] = ()
+    ) -> list[int]:
+        """Build the model's own fill-in-the-middle prompt from its FIM token ids:
+        prefix token, ``prefix``, suffix token, ``suffix``, middle token.
+
+        ``extra`` is context from other files, ``(filename, text)`` pairs, placed before
+        the prefix token (with the repo and file-separator tokens where the model has
+        them). Text is tokenized without parsing special tokens, so a file cannot forge
+        one. Raises :class:`FimUnsupported` when the model has no FIM tokens.
+        """
+        ...
+
+    def check_constraint(self, constraint: Constraint) -> None:
+        """Compile ``constraint`` to the backend's grammar (cached) and check that the
+        backend accepts it, before the sequence is queued. Raises :class:`GrammarError`
+        with a message safe to show the client."""
         ...
 
     def add(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
@@ -169,6 +230,9 @@ class LoadRequest:
     chat_template: str | None
     batch_tokens: int
     options: Mapping[str, Any] = field(default_factory=dict)
+    gpu_memory_limit: int | None = None  # bytes of GPU memory the model may use
+    kv_cache_type: str = "f16"  # "f16", "q8_0" or "q4_0"
+    main_gpu: int = 0
 
 
 class BackendPlugin(Protocol):

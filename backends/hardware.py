@@ -94,3 +94,19 @@ def _nvidia_gpus() -> tuple[Gpu, ...]:
         if name and mib.strip().isdigit():
             gpus.append(Gpu(name.strip(), int(mib) * 1024 * 1024))
     return tuple(gpus)
+
+
+def gpu_free_bytes() -> tuple[int, ...]:
+    """Free memory of each NVIDIA GPU now, in nvidia-smi's order; ``()`` without one."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return ()
+    query = [exe, "--query-gpu=memory.free", "--format=csv,noheader,nounits"]
+    try:
+        out = subprocess.run(query, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    if out.returncode != 0 or not all(line.isdigit() for line in lines):
+        return ()
+    return tuple(int(mib) * 1024 * 1024 for mib in lines)

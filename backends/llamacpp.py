@@ -17,18 +17,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backends import llamacpp_gpu
 from backends.base import (
     Backend,
     Capabilities,
     ChatMessage,
+    Constraint,
     Delta,
+    FimUnsupported,
+    GrammarError,
     LoadRequest,
     ModelLoadError,
     SamplingParams,
     StepFailure,
     TemplateError,
+    Tool,
     Work,
 )
+from backends.fim import FimTokens, fim_prompt
+from backends.grammars import to_gbnf
 from backends.templates import ChatTemplate
 from backends.text import Utf8Stream
 
@@ -122,15 +129,18 @@ class LlamaCppBackend:
             chat_template=self._template is not None,
             fim=ll.llama_vocab_fim_pre(self._vocab) >= 0,
             gpu_offload=bool(ll.llama_supports_gpu_offload()),
-            details={"n_ctx_train": n_train, "threads": request.threads},
+            details={
+                "n_ctx_train": n_train,
+                "threads": request.threads,
+                "gpu_layers": self._placement.gpu_layers,
+                "kv_cache_type": request.kv_cache_type,
+            },
         )
 
     def _load_model(self, request: LoadRequest) -> Any:
         ll = self._ll
         params = ll.llama_model_default_params()
-        gpu = bool(ll.llama_supports_gpu_offload())
-        layers = request.gpu_layers
-        params.n_gpu_layers = (-1 if layers is None else layers) if gpu else 0
+        self._placement = llamacpp_gpu.apply_model(ll, params, request)
         model = ll.llama_model_load_from_file(str(request.path).encode(), params)
         if not model:
             raise ModelLoadError(
@@ -150,13 +160,15 @@ class LlamaCppBackend:
         params.n_threads = threads
         params.n_threads_batch = threads
         params.no_perf = True
+        try:
+            llamacpp_gpu.apply_kv_cache(ll, params, request)
+        except ModelLoadError:
+            ll.llama_model_free(self._model)
+            raise
         ctx = ll.llama_init_from_model(self._model, params)
         if not ctx:
             ll.llama_model_free(self._model)
-            raise ModelLoadError(
-                f"llama.cpp could not create a context of {request.context_length} tokens "
-                f"for {n_seq} sequences (out of memory?)"
-            )
+            raise ModelLoadError(llamacpp_gpu.context_failure(request, n_seq))
         return ctx
 
     @staticmethod
@@ -188,19 +200,60 @@ class LlamaCppBackend:
         data = b"".join(self._native.piece(self._vocab, t, special=True) for t in tokens)
         return data.decode("utf-8", "replace")
 
-    def chat_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def chat_prompt(self, messages: Sequence[ChatMessage], tools: Sequence[Tool] = ()) -> list[int]:
         if self._template is None:
             raise TemplateError(
                 "this model has no chat template; set chat_template in models.toml "
                 "or use /v1/completions"
             )
-        text = self._template.render(messages)
+        text = self._template.render(messages, tools)
         bos = self._template.bos_token
         return self.tokenize(text, add_special=not (bos and text.startswith(bos)))
+
+    def fim_prompt(
+        self, prefix: str, suffix: str, extra: Sequence[tuple[str, str]] = ()
+    ) -> list[int]:
+        ll, vocab = self._ll, self._vocab
+        tokens = FimTokens(
+            ll.llama_vocab_fim_pre(vocab),
+            ll.llama_vocab_fim_suf(vocab),
+            ll.llama_vocab_fim_mid(vocab),
+            ll.llama_vocab_fim_rep(vocab),
+            ll.llama_vocab_fim_sep(vocab),
+        )
+        if not tokens.supported:
+            raise FimUnsupported(
+                "this model has no fill-in-the-middle tokens; use a code model such as "
+                "qwen2.5-coder for suffix and /infill"
+            )
+        bos = [ll.llama_vocab_bos(vocab)] if ll.llama_vocab_get_add_bos(vocab) else []
+
+        def plain(text: str) -> list[int]:
+            ids: list[int] = self._native.tokenize(
+                vocab, text, add_special=False, parse_special=False
+            )
+            return ids
+
+        return fim_prompt(tokens, plain, prefix, suffix, extra, bos=bos)
+
+    def check_constraint(self, constraint: Constraint) -> None:
+        self._ll.llama_sampler_free(self._grammar(constraint))
+
+    def _grammar(self, constraint: Constraint) -> Any:
+        sampler = self._native.grammar_sampler(self._vocab, to_gbnf(constraint))
+        if sampler is None:
+            raise GrammarError("llama.cpp could not parse the grammar for this schema")
+        return sampler
 
     # -- the batch -------------------------------------------------------------------
 
     def add(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
+        # The sampler first: if it cannot be made, no slot is left marked busy.
+        seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
+        grammar = self._grammar(sampling.constraint) if sampling.constraint else None
+        sampler = self._native.make_sampler(
+            sampling, self.capabilities.vocab_size, seed, self._eog, grammar
+        )
         slot, keep = self._pick_slot(prompt)
         if sampling.seed is not None:
             # KV computed in another batch differs in the last bits, which can change a
@@ -209,8 +262,6 @@ class LlamaCppBackend:
         self._ll.llama_memory_seq_rm(self._mem, slot.id, keep, -1)
         del slot.tokens[keep:]
         slot.busy = True
-        seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
-        sampler = self._native.make_sampler(sampling, self.capabilities.vocab_size, seed, self._eog)
         self._seqs[seq_id] = _Seq(slot, list(prompt[keep:]), sampler, Utf8Stream())
         return keep
 

@@ -66,10 +66,20 @@ def eog_tokens(vocab: Any) -> list[int]:
     return [t for t in range(ll.llama_vocab_n_tokens(vocab)) if ll.llama_vocab_is_eog(vocab, t)]
 
 
-def make_sampler(sampling: SamplingParams, n_vocab: int, seed: int, eog: list[int]) -> Any:
-    """A sampler chain for one sequence: bans, penalties, truncation, then the draw."""
+def grammar_sampler(vocab: Any, grammar: str) -> Any:
+    """A grammar sampler, or ``None`` where llama.cpp's parser rejects the grammar."""
+    return ll.llama_sampler_init_grammar(vocab, grammar.encode(), b"root") or None
+
+
+def make_sampler(
+    sampling: SamplingParams, n_vocab: int, seed: int, eog: list[int], grammar: Any = None
+) -> Any:
+    """A sampler chain for one sequence: the grammar (a :func:`grammar_sampler`, owned by
+    the chain from here on), bans, penalties, truncation, then the draw."""
     chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
     add = ll.llama_sampler_chain_add
+    if grammar is not None:
+        add(chain, grammar)
     if sampling.ignore_eos and eog:
         bias = (ll.llama_logit_bias * len(eog))()
         for i, token in enumerate(eog):
@@ -80,7 +90,7 @@ def make_sampler(sampling: SamplingParams, n_vocab: int, seed: int, eog: list[in
         add(
             chain,
             ll.llama_sampler_init_penalties(
-                256, 1.0, sampling.frequency_penalty, sampling.presence_penalty
+                n_vocab, 256, 1.0, sampling.frequency_penalty, sampling.presence_penalty
             ),
         )
     if sampling.greedy:

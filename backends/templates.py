@@ -1,8 +1,8 @@
 """Chat templates rendered in an immutable Jinja sandbox.
 
 Templates come from model files (GGUF metadata, tokenizer configs), which are untrusted
-input: the sandbox blocks attribute access to Python internals, and rendered output is
-capped in size.
+input: the sandbox blocks attribute access to Python internals, and each render has a
+budget of operations, time and output size (``backends/sandbox.py``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from jinja2 import TemplateError as JinjaTemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from backends.base import ChatMessage, TemplateError
+from backends.base import ChatMessage, TemplateError, Tool, ToolCall
+from backends.sandbox import MAX_CHARS, Budget, BudgetedEnvironment
 
-MAX_RENDERED_CHARS = 4_000_000
+MAX_RENDERED_CHARS = MAX_CHARS
 
 
 def _raise_exception(message: str) -> NoReturn:
@@ -36,29 +36,35 @@ class ChatTemplate:
     """A compiled chat template. Compile errors raise :class:`TemplateError`."""
 
     def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "") -> None:
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.filters["tojson"] = _tojson
+        env = BudgetedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.add_filter("tojson", _tojson)
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
         try:
-            self._template = env.from_string(source)
+            self._template = env.compile_source(source)
         except JinjaTemplateError as exc:
             raise TemplateError(f"chat template does not compile: {exc}") from exc
         self.source = source
+        self._env = env
         self.bos_token = bos_token
         self.eos_token = eos_token
 
-    def render(self, messages: Sequence[ChatMessage], **extra: Any) -> str:
-        """Render with the generation prompt appended."""
+    def render(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Tool] = (), **extra: Any
+    ) -> str:
+        """Render with the generation prompt appended; ``tools`` in the Hugging Face
+        shape (``tools`` left undefined when there are none, as templates test that)."""
+        if tools:
+            extra["tools"] = [_tool(t) for t in tools]
         context = {
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [_message(m) for m in messages],
             "add_generation_prompt": True,
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
             **extra,
         }
         try:
-            text = self._template.render(context)
+            text = self._env.render(lambda: self._template.generate(context), Budget())
         except TemplateError:
             raise
         except Exception as exc:  # a template from a model file may fail in any way
@@ -66,3 +72,30 @@ class ChatTemplate:
         if len(text) > MAX_RENDERED_CHARS:
             raise TemplateError("chat template output exceeds the size limit")
         return text
+
+
+def _message(m: ChatMessage) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        message["tool_calls"] = [_call(c) for c in m.tool_calls]
+    if m.tool_call_id is not None:
+        message["tool_call_id"] = m.tool_call_id
+    if m.name is not None:
+        message["name"] = m.name
+    return message
+
+
+def _call(call: ToolCall) -> dict[str, Any]:
+    # Templates write arguments with tojson: a mapping, not the JSON text, where it parses.
+    try:
+        arguments: Any = json.loads(call.arguments)
+    except ValueError:
+        arguments = call.arguments
+    function = {"name": call.name, "arguments": arguments}
+    return {"id": call.id, "type": "function", "function": function}
+
+
+def _tool(tool: Tool) -> dict[str, Any]:
+    function = {"name": tool.name, "description": tool.description}
+    function["parameters"] = json.loads(tool.parameters)
+    return {"type": "function", "function": function}

@@ -4,7 +4,8 @@
 # llama-cpp-python (our pinned backend) vendors, so both run the same kernels.
 #
 # Usage: bench/build_llama_server.sh
-# Env:   JOBS (default 2), LLAMA_CPP_PYTHON_SDIST (path to an already downloaded
+# Env:   CMAKE_ARGS (e.g. -DGGML_CUDA=on: a separate build, llama.cpp-<version>-<hash>),
+#        JOBS (default 2), LLAMA_CPP_PYTHON_SDIST (path to an already downloaded
 #        llama_cpp_python-<version>.tar.gz), XDG_CACHE_HOME.
 # Output: ${XDG_CACHE_HOME:-$HOME/.cache}/hearth/llama.cpp-<version>/bin/
 # Does nothing when both binaries are already there.
@@ -13,7 +14,10 @@ set -euo pipefail
 VERSION=0.3.36
 JOBS=${JOBS:-2}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/hearth
-ROOT=$CACHE/llama.cpp-$VERSION
+FLAVOUR=""
+[[ -n ${CMAKE_ARGS:-} ]] && FLAVOUR=-$(printf '%s' "$CMAKE_ARGS" | sha1sum | cut -c1-12)
+ROOT=$CACHE/llama.cpp-$VERSION$FLAVOUR
+read -ra EXTRA_CMAKE_ARGS <<< "${CMAKE_ARGS:-}"
 BIN=$ROOT/bin
 TARGETS=(llama-server llama-batched-bench)
 
@@ -65,7 +69,8 @@ cmake -S "$SRC" -B "$ROOT/build" "${generator[@]}" \
     -DLLAMA_USE_PREBUILT_UI=OFF \
     -DLLAMA_BUILD_APP=OFF \
     -DLLAMA_BUILD_TESTS=OFF \
-    -DLLAMA_BUILD_EXAMPLES=OFF
+    -DLLAMA_BUILD_EXAMPLES=OFF \
+    "${EXTRA_CMAKE_ARGS[@]}"
 
 cmake --build "$ROOT/build" --config Release -j "$JOBS" --target "${TARGETS[@]}"
 

@@ -9,12 +9,15 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from server import security
 from server.errors import HearthError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
 from server.hub import ModelHub
+from server.infill import ROUTES as INFILL_ROUTES
+from server.limits import HeadLimit
 from server.routes import ROUTES
 from server.settings import Settings
 
@@ -63,8 +66,8 @@ def create_app(hub: ModelHub, settings: Settings | None = None) -> Starlette:
             await asyncio.to_thread(hub.stop)
 
     app = Starlette(
-        routes=ROUTES,
-        middleware=security.middleware(settings),
+        routes=ROUTES + INFILL_ROUTES,
+        middleware=[Middleware(HeadLimit), *security.middleware(settings)],
         lifespan=lifespan,
         exception_handlers={
             HearthError: _hearth_error,

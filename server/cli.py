@@ -16,6 +16,7 @@ from server.config import (
     ModelsFile,
     load_models_file,
 )
+from server.limits import MAX_HEAD_BYTES
 from server.settings import Settings
 
 
@@ -65,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     pull.set_defaults(func=_pull)
 
     info = sub.add_parser("info", help="hardware, backends, and why each model gets its backend")
+    info.add_argument("name", nargs="?", metavar="NAME", help="also show this model's GPU plan")
+    info.add_argument(
+        "--gpu-memory", metavar="SIZE",
+        help="plan NAME for a hypothetical GPU of this size, e.g. 24GB or 24GiB",
+    )  # fmt: skip
     info.set_defaults(func=_info)
 
     bench = sub.add_parser("bench", help="load-test an OpenAI-compatible server")
@@ -119,16 +125,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from backends.hardware import detect
-    from server import lifecycle
+    from server import lifecycle, logfmt
     from server.app import create_app
     from server.hub import ModelHub
     from server.metrics import Metrics
     from server.pull import PullError
     from server.security import check_bind
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    logfmt.configure(settings.log_level)
     warning = check_bind(settings)  # a refusal raises ConfigError: exit 2
     if warning:
         logging.getLogger("hearth.security").warning(warning)
@@ -147,9 +151,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         models, names, hardware=detect(), metrics=Metrics(), max_waiting=settings.max_queue
     )
     app = create_app(hub, settings)
+    # h11, not httptools: h11 bounds the bytes it buffers for an incomplete head (400
+    # past it); httptools buffers any size. server/limits.py refuses a big whole head.
     server_config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=5, http="h11", h11_max_incomplete_event_size=MAX_HEAD_BYTES,
     )  # fmt: skip
     return lifecycle.serve(hub, server_config, settings.drain_seconds)
 
@@ -185,7 +191,21 @@ def _pull(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _info(args: argparse.Namespace, settings: Settings) -> int:
-    from server.info import report
+    from server.config import parse_size
+    from server.info import plan_report, report
 
-    print(report(models_file(settings)))
+    models = models_file(settings)
+    print(report(models))
+    if args.name is None:
+        if args.gpu_memory is not None:
+            raise ConfigError("--gpu-memory needs a model NAME to plan")
+        return 0
+    config = models.resolve(args.name)
+    if config is None:
+        raise ConfigError(f"model {args.name!r} is not in {models.path}")
+    try:
+        gpu_memory = None if args.gpu_memory is None else parse_size(args.gpu_memory)
+    except ValueError as exc:
+        raise ConfigError(f"--gpu-memory: {exc}") from exc
+    print(plan_report(config, gpu_memory))
     return 0

@@ -5,6 +5,7 @@ A mistake raises :class:`ConfigError` naming the model and the key.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,8 +19,13 @@ DEFAULT_MODELS_FILE = Path(__file__).resolve().parent.parent / "models.toml"
 _KEYS = {
     "aliases", "backend", "path", "source", "sha256", "context_length", "max_sequences",
     "threads", "gpu_layers", "tensor_split", "chat_template", "chat_template_file",
-    "sampling", "batch_tokens", "default_max_tokens", "options",
+    "sampling", "batch_tokens", "default_max_tokens", "options", "gpu_memory_limit",
+    "kv_cache_type", "main_gpu",
 }  # fmt: skip
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
 _SAMPLING_KEYS = set(SamplingParams.__dataclass_fields__)
 
 
@@ -40,6 +46,9 @@ class ModelConfig:
     threads: int = 0
     gpu_layers: int | None = None  # None: auto
     tensor_split: tuple[float, ...] | None = None
+    gpu_memory_limit: int | None = None  # bytes
+    kv_cache_type: str = "f16"
+    main_gpu: int = 0
     chat_template: str | None = None
     batch_tokens: int = 512
     default_max_tokens: int = 4096
@@ -120,6 +129,9 @@ def _parse_model(name: str, table: Any, base: Path, cache_dir: Path) -> ModelCon
         threads=get.integer("threads", 0, minimum=0),
         gpu_layers=get.gpu_layers(),
         tensor_split=get.float_tuple("tensor_split"),
+        gpu_memory_limit=get.size("gpu_memory_limit"),
+        kv_cache_type=get.choice("kv_cache_type", KV_CACHE_TYPES),
+        main_gpu=get.integer("main_gpu", 0, minimum=0),
         chat_template=template,
         batch_tokens=get.integer("batch_tokens", 512, minimum=16),
         default_max_tokens=get.integer("default_max_tokens", 4096, minimum=1),
@@ -193,6 +205,23 @@ class _Getter:
             return value
         raise self._fail("gpu_layers", '"auto" or an integer >= -1 (-1: all)')
 
+    def size(self, key: str) -> int | None:
+        value = self.values.get(key)
+        if value is None:
+            return None
+        try:
+            return parse_size(value)
+        except ValueError:
+            raise self._fail(
+                key, 'a positive size: bytes, or a string like "24GB" or "24GiB"'
+            ) from None
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.values.get(key, choices[0])
+        if value in choices:
+            return str(value)
+        raise self._fail(key, "one of " + ", ".join(f'"{c}"' for c in choices))
+
     def table_of(self, key: str) -> dict[str, Any]:
         value = self.values.get(key, {})
         if isinstance(value, dict):
@@ -216,6 +245,19 @@ class _Getter:
             return SamplingParams(**values)
         except TypeError as exc:
             raise ConfigError(f"model {self.model!r}: sampling: {exc}") from exc
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an int or a string like "24GB" (10^9) or "24GiB" (2^30)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if match is None or match.group(2).upper() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {value!r}")
+    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+    if size <= 0:
+        raise ValueError(f"not a positive size: {value!r}")
+    return size
 
 
 def _is_number(value: Any) -> bool:

@@ -33,7 +33,7 @@ from server.requests import (
     GenerationRequest,
     TextDelta,
 )
-from server.scheduler import QueueFullError, Scheduler
+from server.scheduler import QueueFullError, Scheduler, SeqState
 from server.sequences import Active, prepare
 
 log = logging.getLogger("hearth.engine")
@@ -204,13 +204,22 @@ class Engine:
                 self._fail_all(ModelUnavailable("the server is shutting down", retry_after=5))
                 return
             for seq in scheduler.admit():
-                active = self._active[seq.seq_id]
-                seq.fed = backend.add(seq.seq_id, active.prompt, active.request.sampling)
-                active.on_admitted(seq.fed, self._metrics)
+                self._admit(backend, seq)
             work = scheduler.plan()
             if work:
                 self._step(backend, scheduler, work)
             self._gauges(backend, scheduler)
+
+    def _admit(self, backend: Backend, seq: SeqState) -> None:
+        """Start a sequence in the backend; if that raises, only this request fails."""
+        active = self._active[seq.seq_id]
+        try:
+            seq.fed = backend.add(seq.seq_id, active.prompt, active.request.sampling)
+        except Exception:
+            log.exception("request %s could not start", active.request.request_id)
+            self._end(seq.seq_id, failed=InternalError("the model could not start this request"))
+            return
+        active.on_admitted(seq.fed, self._metrics)
 
     def _step(self, backend: Backend, scheduler: Scheduler, work: list[Work]) -> None:
         try:

@@ -13,6 +13,7 @@
     ├── MethodNotAllowed         405
     ├── QueueFull                429 rate_limit_error (Retry-After)
     ├── ModelUnavailable         503 service_unavailable (Retry-After)
+    ├── RequestTimeout           504 timeout_error (code: request_timeout, first_token_timeout)
     └── InternalError            500 server_error (never the exception text of a bug)
 
 Errors travel from the engine thread to the HTTP side as values and are raised there.
@@ -114,6 +115,14 @@ class ModelUnavailable(HearthError):
     status = 503
     type = "service_unavailable"
     default_code = "model_unavailable"
+
+
+class RequestTimeout(HearthError):
+    """The request ran past HEARTH_REQUEST_TIMEOUT or HEARTH_FIRST_TOKEN_TIMEOUT."""
+
+    status = 504
+    type = "timeout_error"
+    default_code = "request_timeout"
 
 
 class InternalError(HearthError):

@@ -86,6 +86,9 @@ class ModelHub:
             chat_template=config.chat_template,
             batch_tokens=config.batch_tokens,
             options=config.options,
+            gpu_memory_limit=config.gpu_memory_limit,
+            kv_cache_type=config.kv_cache_type,
+            main_gpu=config.main_gpu,
         )
 
     def engine_for(self, name: str) -> tuple[Engine, ModelConfig]:
@@ -125,6 +128,10 @@ class ModelHub:
             "aliases": list(config.aliases),
             "backend": self.backend_names.get(config.name, config.backend),
             "context_length": caps.context_length if caps else config.context_length,
+            # llama-server's names, which editor plugins read; null until loaded.
+            "n_ctx": caps.context_length if caps else None,
+            "n_vocab": caps.vocab_size if caps else None,
+            "fim": caps.fim if caps else None,
             "max_sequences": config.max_sequences,
             "loaded": state == EngineState.READY.value,
             "state": state,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from backends import registry
 from backends.hardware import Hardware, detect
-from server.config import ModelsFile
+from server.config import ModelConfig, ModelsFile
 
 
 def report(models: ModelsFile, hw: Hardware | None = None) -> str:
@@ -58,3 +58,68 @@ def _auto_reason(path: object) -> str:
     if registry.is_mlx_model(path):
         return "auto: MLX model folder on Apple Silicon"
     return "auto: GGUF file"
+
+
+def plan_report(config: ModelConfig, gpu_memory: int | None = None) -> str:
+    """The offload plan for ``config``: on this machine's GPUs, or with ``gpu_memory``
+    on one hypothetical card of that size."""
+    from backends import offload
+    from backends.gguf_header import GGUFHeaderError, read_header
+    from backends.hardware import gpu_free_bytes
+
+    gpus = (gpu_memory,) if gpu_memory is not None else gpu_free_bytes()
+    try:
+        header = read_header(config.path)
+        plan = offload.plan(
+            header,
+            context_length=config.context_length,
+            max_sequences=config.max_sequences,
+            kv_cache_type=config.kv_cache_type,
+            gpus=gpus,
+            gpu_memory_limit=config.gpu_memory_limit,
+            tensor_split=config.tensor_split,
+        )
+    except (GGUFHeaderError, offload.OffloadError) as exc:
+        return f"model {config.name}: cannot plan: {exc}"
+    if gpu_memory is not None:
+        where = f"a hypothetical GPU with {_gib(gpu_memory)} (--gpu-memory)"
+    else:
+        where = f"{len(gpus)} GPU(s), {_gib(sum(gpus))} free" if gpus else "no GPU"
+    on_cpu = plan.n_layer - plan.layers_on_gpu
+    gpu_gbps = offload.DEFAULT_GPU_BANDWIDTH / 1e9
+    cpu_gbps = offload.DEFAULT_CPU_BANDWIDTH / 1e9
+    lines = [
+        f"model {config.name} ({header.architecture}, {config.path.name})",
+        f"  planned for: {where}",
+        f"  llama.cpp here: {_offload_state()}",
+        f"  layers: {plan.layers_on_gpu} of {plan.n_layer} on GPU, {on_cpu} on CPU; "
+        f"output layer on {'GPU' if plan.output_on_gpu else 'CPU'} "
+        f"(n_gpu_layers {plan.gpu_layers})",
+        f"  weights: {_gib(plan.weights_gpu_bytes)} on GPU, {_gib(plan.weights_cpu_bytes)} on CPU",
+        f"  KV cache ({config.context_length} tokens, {config.kv_cache_type}): "
+        f"{_gib(plan.kv_bytes)}, {_gib(plan.kv_gpu_bytes)} of it on GPU",
+        f"  compute buffer (GPU): {_gib(plan.compute_bytes)}",
+        f"  GPU total: {_gib(plan.gpu_bytes)} of a {_gib(plan.budget_bytes)} budget "
+        f"(free or gpu_memory_limit, less {_gib(offload.DEFAULT_MARGIN)})",
+        f"  speed limit: {plan.tokens_per_second_limit:.1f} tokens/s for one sequence "
+        f"(weights read per token at {gpu_gbps:.0f} GB/s GPU, {cpu_gbps:.0f} GB/s CPU)",
+    ]
+    if config.gpu_layers is not None:
+        lines.append(f"  note: models.toml sets gpu_layers = {config.gpu_layers}, not auto")
+    return "\n".join(lines)
+
+
+def _offload_state() -> str:
+    try:
+        from backends.llamacpp import gpu_offload_supported
+
+        supported = gpu_offload_supported()
+    except ImportError:
+        return "llama-cpp-python is not installed"
+    if supported:
+        return 'built with GPU offload: gpu_layers = "auto" follows this plan'
+    return "CPU build, no GPU offload: every layer stays on the CPU whatever the plan"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"

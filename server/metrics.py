@@ -21,6 +21,10 @@ _HELP = {
     "hearth_prefix_cache_hit_tokens_total": ("counter", "Prompt tokens served from the cache."),
     "hearth_requests_total": ("counter", "Requests finished, by finish reason."),
     "hearth_requests_rejected_total": ("counter", "Requests refused, by reason."),
+    "hearth_tool_call_parse_failures_total": (
+        "counter",
+        "Tool calls returned whose JSON or arguments did not parse or match the tool.",
+    ),
     "hearth_time_to_first_token_seconds": ("histogram", "Time from arrival to first token."),
     "hearth_inter_token_latency_seconds": ("histogram", "Time between tokens of a stream."),
 }

@@ -6,18 +6,37 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from backends.base import ChatMessage, SamplingParams
+from backends.base import ChatMessage, SamplingParams, Tool, ToolCall
 from server.errors import HearthError
 
 
 class FinishReason(enum.Enum):
     STOP = "stop"
     LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+
+
+INTERACTIVE = 1  # the priority of requests a person waits on: IDE completions
+
+
+@dataclass(frozen=True, slots=True)
+class Fim:
+    """A fill-in-the-middle prompt: the backend builds it from its FIM tokens.
+
+    ``middle`` is text placed after the middle token (llama-server's infill ``prompt``);
+    ``extra`` holds ``(filename, text)`` context from other files.
+    """
+
+    prefix: str
+    suffix: str
+    extra: tuple[tuple[str, str], ...] = ()
+    middle: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """A validated request: exactly one of ``messages`` (chat) or ``prompt`` (text)."""
+    """A validated request: exactly one of ``messages`` (chat), ``prompt`` (text) or
+    ``fim`` (fill in the middle)."""
 
     request_id: str
     model: str
@@ -27,7 +46,10 @@ class GenerationRequest:
     arrival: float  # time.monotonic() when the HTTP request arrived
     messages: tuple[ChatMessage, ...] | None = None
     prompt: str | None = None
-    priority: int = 0
+    fim: Fim | None = None
+    priority: int = 0  # INTERACTIVE prefills before the rest
+    constraint_param: str = "response_format"  # the field named when it is refused
+    tools: tuple[Tool, ...] = ()  # offered to the model; its calls are parsed from the text
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +76,14 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A complete tool call parsed from the text, the ``index``-th of the answer."""
+
+    index: int
+    call: ToolCall
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     reason: FinishReason
     usage: Usage
@@ -64,7 +94,7 @@ class Failed:
     error: HearthError
 
 
-Event = Accepted | TextDelta | Finished | Failed
+Event = Accepted | TextDelta | ToolCallDelta | Finished | Failed
 
 
 class EventSink(Protocol):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from backends.base import ToolCall
 from server.errors import HearthError
 from server.requests import Usage
 
@@ -47,11 +49,17 @@ class Shape:
     def _head(self, obj: str) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
-    def full(self, text: str, finish_reason: str, usage: Usage) -> dict[str, Any]:
+    def full(
+        self, text: str, finish_reason: str, usage: Usage, tool_calls: Sequence[ToolCall] = ()
+    ) -> dict[str, Any]:
         if self.chat:
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if tool_calls:
+                message["content"] = text or None
+                message["tool_calls"] = [_call(c) for c in tool_calls]
             choice: dict[str, Any] = {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }
@@ -79,6 +87,23 @@ class Shape:
         choice["finish_reason"] = finish_reason
         return sse({**body, "choices": [choice]})
 
+    def tool_call_chunks(self, index: int, call: ToolCall) -> bytes:
+        """Two chunks, as the openai client assembles them: the id, type and name with
+        empty arguments, then the arguments."""
+        head = {"index": index, **_call(call)}
+        head["function"] = {"name": call.name, "arguments": ""}
+        tail = {"index": index, "function": {"arguments": call.arguments}}
+        return b"".join(self._delta_chunk({"tool_calls": [part]}) for part in (head, tail))
+
+    def _delta_chunk(self, delta: dict[str, Any]) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+        return sse({**self._head("chat.completion.chunk"), "choices": [choice]})
+
     def usage_chunk(self, usage: Usage) -> bytes:
         obj = "chat.completion.chunk" if self.chat else "text_completion"
         return sse({**self._head(obj), "choices": [], "usage": usage_body(usage)})
+
+
+def _call(call: ToolCall) -> dict[str, Any]:
+    function = {"name": call.name, "arguments": call.arguments}
+    return {"id": call.id, "type": "function", "function": function}

@@ -10,15 +10,32 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from backends.base import ToolCall
 from server import schemas
 from server.engine import Engine, RequestStream
-from server.errors import HearthError, InternalError, InvalidRequest, ModelUnavailable
+from server.errors import (
+    HearthError,
+    InternalError,
+    InvalidRequest,
+    ModelUnavailable,
+    RequestTimeout,
+)
 from server.hub import ModelHub
-from server.requests import Accepted, Failed, Finished, GenerationRequest, TextDelta, Usage
+from server.requests import (
+    Accepted,
+    Failed,
+    Finished,
+    GenerationRequest,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from server.responses import DONE, Shape, sse_error
+from server.timeouts import Deadline, TimedStreamingResponse
+from server.toolcalls import ToolCallStream
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 access_log = logging.getLogger("hearth.requests")
@@ -28,8 +45,17 @@ class RequestTooLarge(InvalidRequest):
     status = 413
     default_code = "request_too_large"
 
+    def headers(self) -> dict[str, str]:
+        # Closing the connection stops the server reading (and discarding) the rest.
+        return {**super().headers(), "Connection": "close"}
+
 
 async def read_json(request: Request) -> Any:
+    """The body as JSON; 413 for a declared or streamed body over MAX_BODY_BYTES,
+    before more than that is read."""
+    declared = request.headers.get("content-length", "")
+    if len(declared) > 18 or (declared.isdigit() and int(declared) > MAX_BODY_BYTES):
+        raise RequestTooLarge(f"the request body exceeds {MAX_BODY_BYTES} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -38,8 +64,10 @@ async def read_json(request: Request) -> Any:
         chunks.append(chunk)
     try:
         return json.loads(b"".join(chunks))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an int of 4,300+ digits
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # "[[[[..." deeper than the parser's stack
+        raise InvalidRequest("the request body is nested too deeply") from exc
 
 
 def _hub(request: Request) -> ModelHub:
@@ -50,7 +78,9 @@ def _hub(request: Request) -> ModelHub:
 async def chat_completions(request: Request) -> Response:
     body = await read_json(request)
     engine, config = _hub(request).engine_for(schemas.model_name(body))
-    parsed = schemas.parse_chat(body, config.sampling, model=config.name)
+    parsed = schemas.parse_chat(
+        body, config.sampling, model=config.name, vocab_size=engine.vocab_size
+    )
     return await _generate(request, engine, parsed, chat=True)
 
 
@@ -65,21 +95,26 @@ async def _generate(
     request: Request, engine: Engine, parsed: schemas.ParsedRequest, *, chat: bool
 ) -> Response:
     gen = parsed.generation
+    deadline = Deadline(engine, gen, request.app.state.settings)
     stream = engine.submit(gen, asyncio.get_running_loop())
     try:
-        first = await stream.next()
+        first = await deadline.next(stream)
     except asyncio.CancelledError:
         engine.abort(gen.request_id)
         raise
     if isinstance(first, Failed):
         raise first.error
+    if gen.tools:
+        stream = ToolCallStream(stream, gen.tools, _hub(request).metrics, gen.model)
     shape = Shape.for_request(gen.request_id, gen.model, chat=chat)
     tracker = _Tracker(_hub(request), gen, parsed.stream)
     if parsed.stream:
-        events = _sse(engine, stream, shape, parsed.include_usage, tracker)
+        events = _sse(engine, stream, deadline, shape, parsed.include_usage, tracker)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    return await _collect(request, engine, stream, shape, tracker)
+        return TimedStreamingResponse(
+            events, deadline, media_type="text/event-stream", headers=headers
+        )
+    return await _collect(request, engine, stream, deadline, shape, tracker)
 
 
 class _Tracker:
@@ -120,6 +155,7 @@ class _Tracker:
 async def _sse(
     engine: Engine,
     stream: RequestStream,
+    deadline: Deadline,
     shape: Shape,
     include_usage: bool,
     tracker: _Tracker,
@@ -129,9 +165,14 @@ async def _sse(
     try:
         yield shape.chunk("", role=True)
         while True:
-            event = await stream.next()
+            try:
+                event = await deadline.next(stream)
+            except RequestTimeout as exc:
+                event = Failed(exc)
             if isinstance(event, TextDelta):
                 yield shape.chunk(event.text)
+            elif isinstance(event, ToolCallDelta):
+                yield shape.tool_call_chunks(event.index, event.call)
             elif isinstance(event, Finished):
                 tracker.finished(event)
                 yield shape.chunk(None, event.reason.value)
@@ -151,18 +192,29 @@ async def _sse(
 
 
 async def _collect(
-    request: Request, engine: Engine, stream: RequestStream, shape: Shape, tracker: _Tracker
+    request: Request,
+    engine: Engine,
+    stream: RequestStream,
+    deadline: Deadline,
+    shape: Shape,
+    tracker: _Tracker,
 ) -> Response:
     watcher = asyncio.create_task(_abort_on_disconnect(request, engine, stream))
     parts: list[str] = []
+    calls: list[ToolCall] = []
     try:
         while True:
-            event = await stream.next()
+            try:
+                event = await deadline.next(stream)
+            except RequestTimeout as exc:
+                event = Failed(exc)
             if isinstance(event, TextDelta):
                 parts.append(event.text)
+            elif isinstance(event, ToolCallDelta):
+                calls.append(event.call)
             elif isinstance(event, Finished):
                 tracker.finished(event)
-                body = shape.full("".join(parts), event.reason.value, event.usage)
+                body = shape.full("".join(parts), event.reason.value, event.usage, calls)
                 return JSONResponse(body)
             elif isinstance(event, Failed):
                 tracker.failed(event)

@@ -15,34 +15,41 @@ from typing import Any
 
 from backends.base import ChatMessage, SamplingParams
 from server.errors import InvalidRequest, UnsupportedParameter
-from server.requests import GenerationRequest
+from server.formats import parse_response_format
+from server.requests import INTERACTIVE, Fim, GenerationRequest
+from server.tools import parse_tool_calls, parse_tools
 
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 256
+MAX_MESSAGES = 1024
+# All message text (or a completion prompt) together; the 8 MiB body limit bounds it too.
+MAX_PROMPT_CHARS = 8 * 1024 * 1024
+MAX_LOGIT_BIAS = 1024
+MAX_TOP_LOGPROBS = 20
+MAX_TOKEN_ID = 2**31 - 1
 
 _SAMPLING_FIELDS = {
     "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "seed",
 }  # fmt: skip
 _COMMON = _SAMPLING_FIELDS | {
     "model", "max_tokens", "stop", "stream", "stream_options", "user", "n", "logprobs",
-    "ignore_eos",
+    "ignore_eos", "interactive", "response_format",
 }  # fmt: skip
-CHAT_FIELDS = _COMMON | {"messages", "max_completion_tokens", "top_logprobs"}
+CHAT_FIELDS = _COMMON | {
+    "messages", "max_completion_tokens", "top_logprobs", "logit_bias", "tools", "tool_choice",
+    "parallel_tool_calls",
+}  # fmt: skip
+_ROLE_KEYS = {"assistant": {"tool_calls"}, "tool": {"tool_call_id"}}
 COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix", "best_of"}
 # Known OpenAI fields we cannot honour yet: a clear 400 rather than silence.
 _UNSUPPORTED = {
-    "tools": "tool calls are not supported yet",
-    "tool_choice": "tool calls are not supported yet",
     "functions": "function calls are not supported",
     "function_call": "function calls are not supported",
-    "response_format": "structured output is not supported yet",
-    "logit_bias": "logit_bias is not supported yet",
     "audio": "audio output is not supported",
     "modalities": "only text output is supported",
     "prediction": "predicted outputs are not supported",
-    "parallel_tool_calls": "tool calls are not supported yet",
 }
-_ROLES = {"system", "developer", "user", "assistant"}
+_ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +59,33 @@ class ParsedRequest:
     include_usage: bool
 
 
-def parse_chat(body: Any, defaults: SamplingParams, *, model: str) -> ParsedRequest:
+def parse_chat(
+    body: Any, defaults: SamplingParams, *, model: str, vocab_size: int = MAX_TOKEN_ID
+) -> ParsedRequest:
     fields = _object(body)
     _check_fields(fields, CHAT_FIELDS)
     messages = _messages(fields.get("messages"))
     max_tokens = _max_tokens(fields, "max_completion_tokens") or _max_tokens(fields, "max_tokens")
-    if fields.get("top_logprobs") is not None:
+    # Checked against their limits first, so the limits hold once they are supported.
+    if check_top_logprobs(fields.get("top_logprobs")) is not None:
         raise UnsupportedParameter("top_logprobs is not supported yet", param="top_logprobs")
-    return _parsed(fields, defaults, model, max_tokens, messages=messages)
+    if check_logit_bias(fields.get("logit_bias"), vocab_size):
+        raise UnsupportedParameter("logit_bias is not supported yet", param="logit_bias")
+    choice = parse_tools(
+        fields.get("tools"), fields.get("tool_choice"), fields.get("parallel_tool_calls")
+    )
+    if choice is None:
+        return _parsed(fields, defaults, model, max_tokens, messages=messages)
+    if choice.constraint is not None and fields.get("response_format") is not None:
+        raise InvalidRequest(
+            "a required tool call and 'response_format' cannot be combined", param="tool_choice"
+        )
+    parsed = _parsed(fields, defaults, model, max_tokens, messages=messages, tools=choice.tools)
+    if choice.constraint is None:
+        return parsed
+    gen = parsed.generation
+    sampling = replace(gen.sampling, constraint=choice.constraint)
+    return replace(parsed, generation=replace(gen, sampling=sampling, constraint_param="tools"))
 
 
 def parse_completion(body: Any, defaults: SamplingParams, *, model: str) -> ParsedRequest:
@@ -72,12 +98,25 @@ def parse_completion(body: Any, defaults: SamplingParams, *, model: str) -> Pars
         )
     if not isinstance(prompt, str):
         raise InvalidRequest("'prompt' must be a string", param="prompt")
-    for name in ("echo", "suffix"):
-        if fields.get(name) not in (None, False, ""):
-            raise UnsupportedParameter(f"'{name}' is not supported yet", param=name)
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidRequest(
+            f"'prompt' exceeds {MAX_PROMPT_CHARS} characters", param="prompt", code="too_long"
+        )
+    if fields.get("echo") not in (None, False):
+        raise UnsupportedParameter("'echo' is not supported yet", param="echo")
     if fields.get("best_of") not in (None, 1):
         raise UnsupportedParameter("best_of > 1 is not supported", param="best_of")
-    return _parsed(fields, defaults, model, _max_tokens(fields, "max_tokens"), prompt=prompt)
+    max_tokens = _max_tokens(fields, "max_tokens")
+    suffix = fields.get("suffix")
+    if suffix is None or suffix == "":
+        return _parsed(fields, defaults, model, max_tokens, prompt=prompt)
+    if not isinstance(suffix, str) or len(suffix) > MAX_PROMPT_CHARS:
+        raise InvalidRequest(
+            f"'suffix' must be a string of at most {MAX_PROMPT_CHARS} characters", param="suffix"
+        )
+    # A suffix makes this fill-in-the-middle: an IDE completion, so interactive.
+    fim = Fim(prefix=prompt, suffix=suffix)
+    return _parsed(fields, defaults, model, max_tokens, fim=fim, priority=INTERACTIVE)
 
 
 def model_name(body: Any) -> str:
@@ -98,15 +137,22 @@ def _parsed(
     max_tokens: int | None,
     **prompt: Any,
 ) -> ParsedRequest:
-    if fields.get("n") not in (None, 1):
+    n = fields.get("n")
+    if n is not None and (type(n) is not int or n != 1):
         raise UnsupportedParameter("n > 1 is not supported; send separate requests", param="n")
     if fields.get("logprobs") not in (None, False):
         raise UnsupportedParameter("logprobs are not supported yet", param="logprobs")
     stream = _bool(fields, "stream")
+    if _bool(fields, "interactive"):
+        prompt.setdefault("priority", INTERACTIVE)
+    sampling = _sampling(fields, defaults)
+    constraint = parse_response_format(fields.get("response_format"))
+    if constraint is not None:
+        sampling = replace(sampling, constraint=constraint)
     generation = GenerationRequest(
         request_id=_request_id(),
         model=model,
-        sampling=_sampling(fields, defaults),
+        sampling=sampling,
         max_tokens=max_tokens,
         stop=_stop(fields.get("stop")),
         arrival=time.monotonic(),
@@ -140,7 +186,18 @@ def _messages(value: Any) -> tuple[ChatMessage, ...]:
         )
     if not isinstance(value, list) or not value:
         raise InvalidRequest("'messages' must be a non-empty array", param="messages")
-    return tuple(_message(i, m) for i, m in enumerate(value))
+    if len(value) > MAX_MESSAGES:
+        raise InvalidRequest(
+            f"'messages' allows at most {MAX_MESSAGES} messages", param="messages", code="too_long"
+        )
+    messages = tuple(_message(i, m) for i, m in enumerate(value))
+    if sum(len(m.content) for m in messages) > MAX_PROMPT_CHARS:
+        raise InvalidRequest(
+            f"the messages exceed {MAX_PROMPT_CHARS} characters in all",
+            param="messages",
+            code="too_long",
+        )
+    return messages
 
 
 def _message(i: int, value: Any) -> ChatMessage:
@@ -151,11 +208,22 @@ def _message(i: int, value: Any) -> ChatMessage:
     if role not in _ROLES:
         allowed = ", ".join(sorted(_ROLES))
         raise InvalidRequest(f"'{param}.role' must be one of {allowed}", param=f"{param}.role")
+    keys = {"role", "content", "name"} | _ROLE_KEYS.get(role, set())
     for key in value:
-        if key not in ("role", "content", "name"):
+        if key not in keys:
             raise UnsupportedParameter(f"'{param}.{key}' is not supported", param=f"{param}.{key}")
     role = "system" if role == "developer" else role
-    return ChatMessage(role, _content(value.get("content"), f"{param}.content"))
+    calls = value.get("tool_calls")
+    if role == "assistant" and calls is not None:
+        content = value.get("content")
+        text = "" if content is None else _content(content, f"{param}.content")
+        return ChatMessage(role, text, parse_tool_calls(calls, f"{param}.tool_calls"))
+    call_id = value.get("tool_call_id")
+    if role == "tool" and not isinstance(call_id, str):
+        raise InvalidRequest(f"'{param}.tool_call_id' must be a string", param=param)
+    name = value.get("name") if isinstance(value.get("name"), str) else None
+    content = _content(value.get("content"), f"{param}.content")
+    return ChatMessage(role, content, tool_call_id=call_id, name=name)
 
 
 def _content(value: Any, param: str) -> str:
@@ -212,10 +280,46 @@ def _sampling(fields: Mapping[str, Any], defaults: SamplingParams) -> SamplingPa
         if value is not None:
             if value != int(value):
                 raise InvalidRequest(f"'{name}' must be an integer", param=name)
-            changes[name] = int(value)
+            raw = fields[name]  # an int keeps every bit; a float was range-checked
+            changes[name] = raw if type(raw) is int else int(value)
     if fields.get("ignore_eos") is not None:
         changes["ignore_eos"] = _bool(fields, "ignore_eos")
     return replace(defaults, **changes)
+
+
+def check_top_logprobs(value: Any) -> int | None:
+    """``top_logprobs``: an integer from 0 to MAX_TOP_LOGPROBS."""
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise InvalidRequest(
+            f"'top_logprobs' must be an integer from 0 to {MAX_TOP_LOGPROBS}", param="top_logprobs"
+        )
+    return value
+
+
+def check_logit_bias(value: Any, vocab_size: int) -> dict[int, float]:
+    """``logit_bias``: at most MAX_LOGIT_BIAS token ids of the vocabulary → -100..100."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_LOGIT_BIAS:
+        raise InvalidRequest(
+            f"'logit_bias' must be an object of at most {MAX_LOGIT_BIAS} entries",
+            param="logit_bias",
+        )
+    bias: dict[int, float] = {}
+    for key, number in value.items():
+        digits = isinstance(key, str) and 0 < len(key) <= 10 and key.isascii() and key.isdigit()
+        token = int(key) if digits else -1
+        ok = isinstance(number, int | float) and not isinstance(number, bool)
+        if not 0 <= token < vocab_size or not ok or not -100 <= number <= 100:
+            raise InvalidRequest(
+                f"'logit_bias' maps token ids from 0 to {vocab_size - 1} to numbers from "
+                f"-100 to 100; {str(key)[:40]!r} is not one",
+                param="logit_bias",
+            )
+        bias[token] = float(number)
+    return bias
 
 
 def _stop(value: Any) -> tuple[str, ...]:

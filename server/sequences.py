@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from backends.base import Backend, BackendError, Delta
+from backends.base import Backend, BackendError, Delta, FimUnsupported
 from server.errors import ContextLengthExceeded, InvalidRequest
 from server.metrics import Metrics
-from server.requests import EventSink, FinishReason, GenerationRequest, TextDelta, Usage
+from server.requests import EventSink, Fim, FinishReason, GenerationRequest, TextDelta, Usage
 from server.scheduler import SeqState
 from server.stops import StopMatcher
 
@@ -70,6 +70,12 @@ def prepare(
     default_max_tokens: int,
 ) -> tuple[Active, SeqState]:
     """Tokenize and check a request against the context; errors are HearthErrors."""
+    constraint = request.sampling.constraint
+    if constraint is not None:
+        try:
+            backend.check_constraint(constraint)
+        except BackendError as exc:
+            raise InvalidRequest(str(exc), param=request.constraint_param) from exc
     prompt = _prompt_tokens(request, backend)
     if not prompt:
         raise InvalidRequest("the prompt is empty", param="prompt")
@@ -99,7 +105,18 @@ def prepare(
 def _prompt_tokens(request: GenerationRequest, backend: Backend) -> list[int]:
     try:
         if request.messages is not None:
-            return backend.chat_prompt(request.messages)
+            return backend.chat_prompt(request.messages, request.tools)
+        if request.fim is not None:
+            return _fim_tokens(request.fim, backend)
         return backend.tokenize(request.prompt or "", add_special=True)
+    except FimUnsupported as exc:
+        raise InvalidRequest(str(exc), param="model", code="fim_not_supported") from exc
     except BackendError as exc:
         raise InvalidRequest(str(exc), param="messages") from exc
+
+
+def _fim_tokens(fim: Fim, backend: Backend) -> list[int]:
+    tokens = backend.fim_prompt(fim.prefix, fim.suffix, fim.extra)
+    if fim.middle:
+        tokens += backend.tokenize(fim.middle, add_special=False)
+    return tokens

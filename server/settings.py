@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     pull_missing: bool = True
     # On SIGTERM, how long running streams may finish before they are cut.
     drain_seconds: float = Field(default=30.0, ge=0)
+    # A request ends (504, or a final SSE error event) and its sequence is freed after
+    # this long in all, or when its first token has not come this long after arrival.
+    request_timeout: float = Field(default=600.0, gt=0)
+    first_token_timeout: float = Field(default=300.0, gt=0)
     # Access control (server/security.py, docs/security.md). Keys stay out of repr.
     api_keys: CommaList = Field(default=(), repr=False)
     api_key_file: Path | None = None

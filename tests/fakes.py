@@ -2,8 +2,9 @@
 
 Its "model" answers a chat by echoing the last message's content byte by byte (so
 multi-byte characters are split across tokens), then ends with an end-of-generation
-token. A completion prompt is echoed the same way. Token ids are byte values; the
-end-of-generation token is 256. It records each step's work.
+token. A completion prompt is echoed the same way; a fill-in-the-middle prompt echoes
+its suffix (model "beta" has no FIM tokens). Token ids are byte values; the
+end-of-generation token is 256. It records each step's work and each FIM call.
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ from backends.base import (
     Backend,
     Capabilities,
     ChatMessage,
+    Constraint,
     Delta,
+    FimUnsupported,
     LoadRequest,
     ModelLoadError,
     SamplingParams,
     StepFailure,
+    Tool,
     Work,
 )
+from backends.grammars import to_gbnf
 from backends.text import Utf8Stream
 
 EOG = 256
@@ -45,7 +50,11 @@ class FakeBackend:
             max_sequences=request.max_sequences,
             vocab_size=257,
             chat_template=True,
+            fim=request.name != "beta",
         )
+        self.fim_calls: list[tuple[str, str, tuple[tuple[str, str], ...]]] = []
+        self.grammars: list[str] = []
+        self.tools_seen: list[tuple[Tool, ...]] = []
         self.steps: list[list[Work]] = []
         self.released: list[int] = []
         self.fail_next_step = False
@@ -61,9 +70,22 @@ class FakeBackend:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return bytes(t for t in tokens if t < 256).decode("utf-8", "replace")
 
-    def chat_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def chat_prompt(self, messages: Sequence[ChatMessage], tools: Sequence[Tool] = ()) -> list[int]:
+        self.tools_seen.append(tuple(tools))
         head = "".join(f"<{m.role}>{m.content}" for m in messages[:-1]).encode()
         return [*head, SEP, *messages[-1].content.encode()]
+
+    def check_constraint(self, constraint: Constraint) -> None:
+        self.grammars.append(to_gbnf(constraint))
+
+    def fim_prompt(
+        self, prefix: str, suffix: str, extra: Sequence[tuple[str, str]] = ()
+    ) -> list[int]:
+        if not self.capabilities.fim:
+            raise FimUnsupported("this model has no fill-in-the-middle tokens")
+        self.fim_calls.append((prefix, suffix, tuple(extra)))
+        head = "".join(f"<{name}>{text}" for name, text in extra) + prefix
+        return [*head.encode(), SEP, *suffix.encode()]
 
     def add(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
         reply = list(prompt)[list(prompt).index(SEP) + 1 :] if SEP in prompt else list(prompt)

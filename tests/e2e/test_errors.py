@@ -57,7 +57,7 @@ def test_malformed_body(http: httpx.Client, content: bytes, message: str) -> Non
         ({"model": "default", "messages": HELLO, "frobnicate": 1}, "frobnicate",
          "unsupported_parameter"),
         ({"model": "default", "messages": HELLO, "tools": [{"type": "function"}]}, "tools",
-         "unsupported_parameter"),
+         None),
         ({"model": "default", "messages": HELLO, "temperature": 3}, "temperature", None),
         ({"model": "default", "messages": HELLO, "max_tokens": 0}, "max_tokens", None),
     ],

@@ -81,6 +81,7 @@ def test_sigterm_lets_running_streams_finish(tmp_path: Path) -> None:
     for events in streams:
         assert events[-1] == "[DONE]"
         last = json.loads(events[-2])
+        assert "choices" in last, f"stream ended with {last}"
         assert last["choices"][0]["finish_reason"] == "length"
     assert seen["exit_code"] == 0
 

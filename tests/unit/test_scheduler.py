@@ -128,3 +128,13 @@ def test_all_running_sequences_share_each_step_fairly() -> None:
 def test_step_tokens_must_cover_one_token_per_sequence() -> None:
     with pytest.raises(ValueError):
         Scheduler(max_running=8, kv_capacity=100, step_tokens=4, max_waiting=1)
+
+
+def test_priority_request_arriving_behind_a_long_prefill_gets_the_next_chunk() -> None:
+    s = make(step=16, kv=10_000)
+    s.add(SeqState(0, prompt_len=8000, max_tokens=5))
+    assert run_step(s) == [Work(0, 16, False)]  # the long prompt is prefilling
+    s.add(SeqState(1, prompt_len=10, max_tokens=5, priority=1))
+    assert run_step(s) == [Work(1, 10, True), Work(0, 6, False)]
+    # Decoding now, the interactive request shares every step with the long prefill.
+    assert run_step(s) == [Work(1, 1, True), Work(0, 15, False)]

@@ -1,0 +1,34 @@
+"""A backend that cannot start a sequence fails that request only; the engine serves on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from backends.base import SamplingParams
+from server.engine import Engine, EngineState
+from server.errors import InternalError
+from server.requests import Failed
+from tests.unit.test_engine import chat, engine, fake, run, text_of
+
+__all__ = ["engine"]  # the fixture, imported for these tests
+
+
+def test_add_raising_fails_that_request_and_the_engine_serves_on(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = fake(engine)
+    original = backend.add
+
+    def add(seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
+        if sampling.presence_penalty:
+            raise TypeError("a sampler the backend cannot build")
+        return original(seq_id, prompt, sampling)
+
+    monkeypatch.setattr(backend, "add", add)
+    (events,) = run(engine, chat("doomed", sampling=SamplingParams(presence_penalty=1.0)))
+    assert isinstance(events[-1], Failed) and isinstance(events[-1].error, InternalError)
+    (events,) = run(engine, chat("fine"))
+    assert text_of(events) == "fine"
+    assert engine.state is EngineState.READY
