@@ -41,7 +41,7 @@ from server.requests import (
     TextDelta,
 )
 from server.responses import sse, sse_error
-from server.routes import _abort_on_disconnect, _hub, _Tracker, read_json
+from server.routes import _abort_on_disconnect, _hub, _Tracker, read_json, start
 from server.timeouts import Deadline, TimedStreamingResponse
 
 MAX_EXTRA_CHUNKS = 256
@@ -115,15 +115,7 @@ async def infill(request: Request) -> Response:
     engine, config = hub.engine_for(model)
     parsed = schemas.parse_completion(completion, config.sampling, model=config.name)
     gen = dataclasses.replace(parsed.generation, prompt=None, fim=fim, priority=INTERACTIVE)
-    deadline = Deadline(engine, gen, request.app.state.settings)
-    stream = engine.submit(gen, asyncio.get_running_loop())
-    try:
-        first = await deadline.next(stream)
-    except asyncio.CancelledError:
-        engine.abort(gen.request_id)
-        raise
-    if isinstance(first, Failed):
-        raise first.error
+    stream, deadline = await start(request, engine, gen)
     tracker = _Tracker(hub, gen, parsed.stream)
     if parsed.stream:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -91,10 +91,11 @@ async def completions(request: Request) -> Response:
     return await _generate(request, engine, parsed, chat=False)
 
 
-async def _generate(
-    request: Request, engine: Engine, parsed: schemas.ParsedRequest, *, chat: bool
-) -> Response:
-    gen = parsed.generation
+async def start(
+    request: Request, engine: Engine, gen: GenerationRequest
+) -> tuple[RequestStream, Deadline]:
+    """Submit ``gen`` and wait until the engine accepts it; a refusal raises here,
+    before any response starts."""
     deadline = Deadline(engine, gen, request.app.state.settings)
     stream = engine.submit(gen, asyncio.get_running_loop())
     try:
@@ -104,6 +105,14 @@ async def _generate(
         raise
     if isinstance(first, Failed):
         raise first.error
+    return stream, deadline
+
+
+async def _generate(
+    request: Request, engine: Engine, parsed: schemas.ParsedRequest, *, chat: bool
+) -> Response:
+    gen = parsed.generation
+    stream, deadline = await start(request, engine, gen)
     if gen.tools:
         stream = ToolCallStream(stream, gen.tools, _hub(request).metrics, gen.model)
     shape = Shape.for_request(gen.request_id, gen.model, chat=chat)
