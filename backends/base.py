@@ -33,6 +33,10 @@ class FimUnsupported(BackendError):
     """The model has no fill-in-the-middle tokens."""
 
 
+class OutOfMemory(BackendError):
+    """No memory for this sequence now; it may fit once running sequences finish."""
+
+
 class GrammarError(BackendError):
     """A JSON schema or grammar was refused (too deep, too big, recursive, unparsable)."""
 

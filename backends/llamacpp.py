@@ -36,8 +36,10 @@ from backends.base import (
 )
 from backends.fim import FimTokens, fim_prompt
 from backends.grammars import to_gbnf
+from backends.options import prefix_options
 from backends.templates import ChatTemplate
 from backends.text import Utf8Stream
+from backends.tokens import common_prefix
 
 GGUF_MAGIC = b"GGUF"
 
@@ -102,8 +104,8 @@ class LlamaCppBackend:
 
         self._ll = ll
         native.init_logging()
-        options = _options(request)
-        self._prefix_cache = options.prefix_cache
+        options = prefix_options(request, "llama.cpp", "prefix_cache_slots")
+        self._prefix_cache = options.enabled
         _check_gguf(request.path)
         ll.llama_backend_init()
         self._model = self._load_model(request)
@@ -111,7 +113,7 @@ class LlamaCppBackend:
         n_train = ll.llama_model_n_ctx_train(self._model)
         self._eog = native.eog_tokens(self._vocab)
         self._n_ctx = request.context_length
-        n_cache_slots = options.prefix_cache_slots if options.prefix_cache else 0
+        n_cache_slots = options.entries if options.enabled else 0
         self._slots = [_Slot(i) for i in range(request.max_sequences + n_cache_slots)]
         self._ctx = self._new_context(request, len(self._slots))
         self._mem = ll.llama_get_memory(self._ctx)
@@ -271,7 +273,7 @@ class LlamaCppBackend:
         free = [s for s in self._slots if not s.busy]
         best, best_len = free[0], -1
         for slot in free:
-            n = _common_prefix(slot.tokens, prompt)
+            n = common_prefix(slot.tokens, prompt)
             if n > best_len or (n == best_len and _colder(slot, best)):
                 best, best_len = slot, n
         return best, min(best_len, len(prompt) - 1)
@@ -354,38 +356,6 @@ class LlamaCppBackend:
             self._ll.llama_free(self._ctx)
             self._ll.llama_model_free(self._model)
             self._ctx = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Options:
-    prefix_cache: bool
-    prefix_cache_slots: int
-
-
-def _options(request: LoadRequest) -> _Options:
-    """models.toml ``options`` for llama.cpp; unknown keys are a load error."""
-    known = {"prefix_cache", "prefix_cache_slots"}
-    unknown = set(request.options) - known
-    if unknown:
-        raise ModelLoadError(
-            f"model {request.name!r}: unknown llama.cpp option(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(known))}"
-        )
-    enabled = request.options.get("prefix_cache", True)
-    slots = request.options.get("prefix_cache_slots", request.max_sequences)
-    if not isinstance(enabled, bool):
-        raise ModelLoadError(f"model {request.name!r}: options.prefix_cache must be true or false")
-    if not isinstance(slots, int) or isinstance(slots, bool) or not 0 <= slots <= 256:
-        raise ModelLoadError(f"model {request.name!r}: options.prefix_cache_slots must be 0..256")
-    return _Options(enabled, slots)
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def _colder(a: _Slot, b: _Slot) -> bool:

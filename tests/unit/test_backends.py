@@ -67,12 +67,25 @@ def test_an_unavailable_backend_is_a_clear_error(tmp_path: Path) -> None:
         registry.choose("nope", tmp_path / "m.gguf", plugins(), LINUX)
 
 
-def test_an_mlx_folder_off_apple_silicon_says_what_to_do(tmp_path: Path) -> None:
+def test_an_mlx_folder_without_mlx_says_what_to_install(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(BackendUnavailable, match="Apple Silicon"):
+    with pytest.raises(BackendUnavailable, match=r"Apple Silicon.*hearth\[mlx\].*GGUF"):
         registry.choose("auto", tmp_path, plugins(), LINUX)
-    with pytest.raises(BackendUnavailable, match="unknown backend 'mlx'"):
+    with pytest.raises(BackendUnavailable, match=r"MLX model folder .*pip install 'hearth\[mlx\]'"):
         registry.choose("auto", tmp_path, plugins(), MAC)
+    missing = {**plugins(), "mlx": PluginInfo("mlx", MissingPlugin(), "mlx-lm is missing")}
+    with pytest.raises(BackendUnavailable, match="mlx-lm is missing"):
+        registry.choose("auto", tmp_path, missing, MAC)
+
+
+def test_auto_picks_mlx_for_an_mlx_folder_where_mlx_is_installed(tmp_path: Path) -> None:
+    from backends.mlx import MlxPlugin
+
+    (tmp_path / "config.json").write_text("{}")
+    here = {**plugins(), "mlx": PluginInfo("mlx", MlxPlugin(), None)}
+    assert registry.choose("auto", tmp_path, here, MAC).name == "mlx"
+    assert registry.choose("auto", tmp_path, here, LINUX).name == "mlx"
+    assert not MlxPlugin().accepts(tmp_path / "config.json")
 
 
 def test_hardware_detection() -> None:

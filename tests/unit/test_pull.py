@@ -5,6 +5,7 @@ import io
 import os
 import shutil
 import sys
+import types
 import zipfile
 from pathlib import Path
 
@@ -104,8 +105,9 @@ def test_parse_hf_with_and_without_revision() -> None:
         "pypi:a==1.0 b",
         "pypi:",
         "pypi:--index-url==x",
-        "hf:org/model.gguf",
+        "hf:org",
         "hf:org//model.gguf",
+        "hf:org/name@",
         "hf:org/name/model.gguf@",
         "https://example.com/model.gguf",
         "/local/model.gguf",
@@ -258,6 +260,41 @@ def test_hf_without_huggingface_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(PullError, match=r"pip install 'hearth\[hf\]'"):
         pull(tmp_path / "m.gguf", src, None, out=io.StringIO())
     assert not (tmp_path / "m.gguf").exists()
+
+
+def test_parse_hf_repo_is_a_folder_source() -> None:
+    assert parse_source("hf:mlx-community/Qwen2.5-0.5B-4bit@abc") == Source(
+        "hf", (), repo="mlx-community/Qwen2.5-0.5B-4bit", revision="abc"
+    )
+
+
+def test_hf_folder_pull_lands_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub cannot be reached here: a stand-in for snapshot_download writes the files
+    and records its arguments; the real call is the one users make."""
+    calls: list[dict[str, object]] = []
+
+    def snapshot_download(**kwargs: object) -> str:
+        calls.append(kwargs)
+        folder = Path(str(kwargs["local_dir"]))
+        folder.mkdir(parents=True)
+        if kwargs["repo_id"] == "org/ok":
+            (folder / "config.json").write_text("{}")
+        return str(folder)
+
+    hub = types.ModuleType("huggingface_hub")
+    hub.snapshot_download = snapshot_download  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
+    target = tmp_path / "ok-mlx"
+    assert pull(target, parse_source("hf:org/ok@v1"), None, out=io.StringIO()) == target
+    assert (target / "config.json").is_file() and not target.with_name("ok-mlx.part").exists()
+    assert calls[0]["revision"] == "v1" and "*.safetensors" in calls[0]["allow_patterns"]  # type: ignore[operator]
+    pull(target, parse_source("hf:org/ok@v1"), None, out=io.StringIO())
+    assert len(calls) == 1  # present: not fetched again
+    with pytest.raises(PullError, match="not an MLX model repo"):
+        pull(tmp_path / "bad", parse_source("hf:org/bad"), None, out=io.StringIO())
+    assert not (tmp_path / "bad").exists()
 
 
 # --- real pull (opt-in) ---

@@ -1,0 +1,273 @@
+"""The MLX backend through hearth's plugin protocol, on the tiny Qwen2 model.
+
+The tiny model is one set of weights in GGUF and in MLX form (``tests/tiny_model.py``),
+so the llama.cpp backend is the reference: both backends must serve it the same way,
+batched or alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from backends.base import (
+    Backend,
+    ChatMessage,
+    Constraint,
+    GrammarError,
+    LoadRequest,
+    ModelLoadError,
+    OutOfMemory,
+    SamplingParams,
+    Work,
+)
+from tests.tiny_model import TinyModel
+
+pytest.importorskip("mlx_lm")
+
+GREEDY = SamplingParams(temperature=0.0, ignore_eos=True)
+STEPS = 16
+
+
+def request(path: Path, **overrides: object) -> LoadRequest:
+    fields: dict[str, object] = {
+        "name": "tiny",
+        "path": path,
+        "context_length": 2048,
+        "max_sequences": 4,
+        "threads": 2,
+        "gpu_layers": None,
+        "tensor_split": None,
+        "chat_template": None,
+        "batch_tokens": 512,
+    }
+    fields.update(overrides)
+    return LoadRequest(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def mlx(tiny_model: TinyModel) -> Iterator[Backend]:
+    from backends.mlx import MlxPlugin
+
+    backend = MlxPlugin().load(request(tiny_model.mlx_dir))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_model: TinyModel) -> Iterator[Backend]:
+    from backends.llamacpp import LlamaCppPlugin
+
+    backend = LlamaCppPlugin().load(request(tiny_model.gguf_path))
+    yield backend
+    backend.close()
+
+
+def generate(
+    backend: Backend,
+    prompts: Sequence[Sequence[int]],
+    sampling: SamplingParams = GREEDY,
+    steps: int = STEPS,
+    first_id: int = 0,
+) -> list[list[int]]:
+    """Drive the backend as the engine does: whole prompts in one step, then one token
+    per sequence per step, all sequences together."""
+    ids = [first_id + i for i in range(len(prompts))]
+    todo = {}
+    for seq_id, prompt in zip(ids, prompts, strict=True):
+        todo[seq_id] = len(prompt) - backend.add(seq_id, prompt, sampling)
+    out: dict[int, list[int]] = {seq_id: [] for seq_id in ids}
+    while any(len(tokens) < steps for tokens in out.values()):
+        work = [Work(s, todo[s] or 1, True) for s in ids if len(out[s]) < steps]
+        deltas, failures = backend.step(work)
+        assert not failures
+        for w in work:
+            todo[w.seq_id] = 0
+        for delta in deltas:
+            out[delta.seq_id].append(delta.token)
+    for seq_id in ids:
+        backend.release(seq_id)
+    return [out[s] for s in ids]
+
+
+PROMPTS = [
+    [ChatMessage("user", "Write a Python function that adds two numbers.")],
+    [ChatMessage("system", "You are terse."), ChatMessage("user", "Name a colour.")],
+    [ChatMessage("user", "héllo wörld — ünïcode 你好")],
+]
+
+
+def test_both_backends_render_and_tokenize_the_same(mlx: Backend, llama: Backend) -> None:
+    for messages in PROMPTS:
+        assert mlx.chat_prompt(messages) == llama.chat_prompt(messages)
+    text = "def f(x):\n    return x  # <|im_end|> parsed as special"
+    assert mlx.tokenize(text, add_special=False) == llama.tokenize(text, add_special=False)
+    tokens = mlx.tokenize(text, add_special=False)
+    assert mlx.detokenize(tokens) == llama.detokenize(tokens) == text
+    assert mlx.fim_prompt("def a():\n", "\n", [("b.py", "x = 1")]) == llama.fim_prompt(
+        "def a():\n", "\n", [("b.py", "x = 1")]
+    )
+
+
+def test_greedy_tokens_match_llamacpp_solo_and_batched(mlx: Backend, llama: Backend) -> None:
+    prompts = [mlx.chat_prompt(m) for m in PROMPTS]
+    reference = [generate(llama, [p])[0] for p in prompts]
+    solo = [generate(mlx, [p])[0] for p in prompts]
+    batched = generate(mlx, prompts)
+    assert solo == reference
+    assert batched == reference
+
+
+def test_a_sequence_joining_a_running_batch_gets_the_solo_tokens(mlx: Backend) -> None:
+    a = mlx.tokenize("The first sequence starts early and runs for a while", add_special=False)
+    b = mlx.tokenize("Late", add_special=False)
+    solo_b = generate(mlx, [b])[0]
+    mlx.add(100, a, GREEDY)
+    deltas, _ = mlx.step([Work(100, len(a), True)])
+    for _ in range(5):
+        deltas, _ = mlx.step([Work(100, 1, True)])
+    mlx.add(101, b, GREEDY)
+    got: list[int] = []
+    deltas, _ = mlx.step([Work(100, 1, True), Work(101, len(b), True)])
+    got += [d.token for d in deltas if d.seq_id == 101]
+    while len(got) < STEPS:
+        deltas, _ = mlx.step([Work(100, 1, True), Work(101, 1, True)])
+        got += [d.token for d in deltas if d.seq_id == 101]
+    mlx.release(100)
+    mlx.release(101)
+    assert got == solo_b
+
+
+def test_text_streams_whole_characters(mlx: Backend) -> None:
+    prompt = mlx.tokenize("你好", add_special=False)
+    mlx.add(7, prompt, GREEDY)
+    work = [Work(7, len(prompt), True)]
+    tokens, text = [], ""
+    for _ in range(24):
+        deltas, _ = mlx.step(work)
+        tokens.append(deltas[0].token)
+        text += deltas[0].text
+        assert "\ufffd" not in deltas[0].text or "\ufffd" in mlx.detokenize(tokens)
+        work = [Work(7, 1, True)]
+    mlx.release(7)
+    assert text == mlx.detokenize(tokens)[: len(text)]
+
+
+def test_prefix_reuse_feeds_only_the_new_tokens(mlx: Backend) -> None:
+    prompt = mlx.chat_prompt(PROMPTS[0])
+    first = generate(mlx, [prompt], steps=4, first_id=200)[0]
+    extended = prompt + first[:3]
+    reused = mlx.add(300, extended, GREEDY)
+    mlx.release(300)
+    assert reused >= len(prompt)
+    again = generate(mlx, [prompt], steps=4, first_id=400)[0]
+    assert again == first  # reused KV gives the same tokens
+    seeded = SamplingParams(temperature=0.9, seed=5)
+    assert mlx.add(500, prompt, seeded) == 0  # a seeded request is always prefilled whole
+    mlx.release(500)
+
+
+def test_same_seed_same_tokens_and_sampling_varies(mlx: Backend) -> None:
+    prompt = mlx.chat_prompt(PROMPTS[1])
+    hot = SamplingParams(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, seed=42)
+    one = generate(mlx, [prompt], hot, first_id=600)[0]
+    two = generate(mlx, [prompt, prompt], hot, first_id=610)
+    assert two == [one, one]
+    other = generate(mlx, [prompt], SamplingParams(temperature=1.5, top_k=0, seed=43))[0]
+    assert other != one
+
+
+def test_constraints_are_refused_not_ignored(mlx: Backend) -> None:
+    with pytest.raises(GrammarError, match="MLX backend has no grammar"):
+        mlx.check_constraint(Constraint())
+    prompt = mlx.tokenize("{", add_special=False)
+    with pytest.raises(GrammarError):
+        mlx.add(700, prompt, SamplingParams(constraint=Constraint()))
+
+
+def test_memory_limit_caps_the_kv_budget_and_refuses_past_it(tiny_model: TinyModel) -> None:
+    import mlx.core as mx
+
+    from backends.mlx import MlxPlugin
+    from backends.mlx_load import HEADROOM_BYTES, USABLE_FRACTION, plan
+
+    weights = plan(tiny_model.mlx_dir).weights_bytes
+    limit = int((weights + HEADROOM_BYTES + 1000 * 512) / USABLE_FRACTION) + 1
+    backend = MlxPlugin().load(request(tiny_model.mlx_dir, gpu_memory_limit=limit))
+    try:
+        caps = backend.capabilities
+        assert 900 <= caps.context_length <= 1100, caps.details  # ~1,000 of 2,048
+        assert caps.details["memory_limit_bytes"] == limit
+        # Everything else in this process (other models) now counts against the limit.
+        backend._loaded.memory_limit = mx.get_active_memory() + 10 * 512  # type: ignore[attr-defined]
+        with pytest.raises(OutOfMemory, match="retry"):
+            backend.add(1, list(range(100, 200)), GREEDY)
+        assert backend.add(2, [100, 101], GREEDY) == 0
+        backend.release(2)
+    finally:
+        backend.close()
+    with pytest.raises(ModelLoadError, match="no room for the KV cache"):
+        MlxPlugin().load(request(tiny_model.mlx_dir, gpu_memory_limit=weights))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"gpu_layers": 10}, "gpu_layers"),
+        ({"tensor_split": (0.5, 0.5)}, "tensor_split"),
+        ({"kv_cache_type": "q8_0"}, "kv_cache_type"),
+        ({"options": {"flash": True}}, "unknown MLX option"),
+    ],
+)
+def test_llamacpp_only_settings_are_refused_at_load(
+    tiny_model: TinyModel, overrides: dict[str, object], message: str
+) -> None:
+    from backends.mlx import MlxPlugin
+
+    with pytest.raises(ModelLoadError, match=message):
+        MlxPlugin().load(request(tiny_model.mlx_dir, **overrides))
+
+
+def test_a_folder_that_is_not_a_model_is_a_clear_load_error(tmp_path: Path) -> None:
+    from backends.mlx import MlxPlugin
+
+    with pytest.raises(ModelLoadError, match="not an MLX model folder"):
+        MlxPlugin().load(request(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "no-such-arch"}')
+    with pytest.raises(ModelLoadError, match="MLX could not load"):
+        MlxPlugin().load(request(tmp_path))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantized_folders_load_and_generate(
+    tiny_model: TinyModel, tmp_path: Path, bits: int
+) -> None:
+    import contextlib
+    import io
+
+    from mlx_lm.convert import convert
+
+    from backends.mlx import MlxPlugin
+
+    folder = tmp_path / f"q{bits}"
+    with contextlib.redirect_stdout(io.StringIO()):
+        convert(str(tiny_model.hf_dir), str(folder), quantize=True, q_bits=bits, q_group_size=64)
+    backend = MlxPlugin().load(request(folder))
+    try:
+        assert backend.capabilities.details["quantization"]["bits"] == bits
+        full = backend.capabilities.details["weights_bytes"]
+        prompt = backend.chat_prompt(PROMPTS[0])
+        tokens = generate(backend, [prompt, prompt[:-2]], steps=8)
+        assert all(len(t) == 8 for t in tokens)
+        assert generate(backend, [prompt], steps=8)[0] == tokens[0]
+    finally:
+        backend.close()
+    assert full < plan_bytes(tiny_model.mlx_dir) / (32 / bits) * 1.5
+
+
+def plan_bytes(folder: Path) -> int:
+    from backends.mlx_load import plan
+
+    return plan(folder).weights_bytes
