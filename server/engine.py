@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import enum
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from backends.base import Backend, BackendError, BackendPlugin, LoadRequest, OutOfMemory, Work
 from server.errors import HearthError, InternalError, ModelUnavailable, QueueFull
+from server.inbox import STOP, Abort, Call, CancelAll, RequestStream, Submit
 from server.metrics import Metrics
 from server.requests import (
     Accepted,
-    Event,
     Failed,
     Finished,
     FinishReason,
@@ -47,49 +45,6 @@ class EngineState(enum.Enum):
     READY = "ready"
     FAILED = "failed"
     STOPPED = "stopped"
-
-
-class RequestStream:
-    """The HTTP side's end of one request: events in order, ending in Finished/Failed."""
-
-    def __init__(self, request_id: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.request_id = request_id
-        self._loop = loop
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
-
-    def push(self, event: Event) -> None:
-        """Called from the engine thread."""
-        # RuntimeError: the event loop is gone, so nobody is listening.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
-
-    async def next(self) -> Event:
-        return await self._queue.get()
-
-
-@dataclass(frozen=True, slots=True)
-class _Submit:
-    request: GenerationRequest
-    stream: RequestStream
-
-
-@dataclass(frozen=True, slots=True)
-class _Abort:
-    request_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    fn: Callable[[Backend], Any]
-    future: concurrent.futures.Future[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _CancelAll:
-    message: str
-
-
-_STOP = object()
 
 
 class Engine:
@@ -142,12 +97,12 @@ class Engine:
                 retry_after=5,
             )
         stream = RequestStream(request.request_id, loop)
-        self._inbox.put(_Submit(request, stream))
+        self._inbox.put(Submit(request, stream))
         return stream
 
     def abort(self, request_id: str) -> None:
         """The client went away: drop its sequence before the next step."""
-        self._inbox.put(_Abort(request_id))
+        self._inbox.put(Abort(request_id))
 
     def call(self, fn: Callable[[Backend], T]) -> concurrent.futures.Future[T]:
         """Run ``fn(backend)`` on the engine thread (tokenize and the like)."""
@@ -155,15 +110,15 @@ class Engine:
         if self.state is not EngineState.READY:
             future.set_exception(ModelUnavailable(f"model {self.name!r} is {self.state.value}"))
         else:
-            self._inbox.put(_Call(fn, future))
+            self._inbox.put(Call(fn, future))
         return future
 
     def cancel_all(self, message: str) -> None:
         """End every request of this engine with a 503 error event."""
-        self._inbox.put(_CancelAll(message))
+        self._inbox.put(CancelAll(message))
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._inbox.put(_STOP)
+        self._inbox.put(STOP)
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -268,18 +223,18 @@ class Engine:
             except queue.Empty:
                 return True
             block = False
-            if item is _STOP:
+            if item is STOP:
                 return False
-            if isinstance(item, _Submit):
+            if isinstance(item, Submit):
                 self._accept(item)
-            elif isinstance(item, _Abort):
+            elif isinstance(item, Abort):
                 self._abort(item.request_id)
-            elif isinstance(item, _Call):
+            elif isinstance(item, Call):
                 self._call(item)
-            elif isinstance(item, _CancelAll):
+            elif isinstance(item, CancelAll):
                 self._fail_all(ModelUnavailable(item.message, retry_after=10))
 
-    def _accept(self, item: _Submit) -> None:
+    def _accept(self, item: Submit) -> None:
         assert self.backend is not None and self._scheduler is not None
         seq_id, self._next_seq = self._next_seq, self._next_seq + 1
         try:
@@ -307,7 +262,7 @@ class Engine:
         self._by_request[item.request.request_id] = seq_id
         item.stream.push(Accepted(prompt_tokens=len(active.prompt)))
 
-    def _reject(self, item: _Submit, exc: HearthError) -> None:
+    def _reject(self, item: Submit, exc: HearthError) -> None:
         reason = exc.code or type(exc).__name__
         self._metrics.inc("hearth_requests_rejected_total", model=self.name, reason=reason)
         item.stream.push(Failed(exc))
@@ -317,7 +272,7 @@ class Engine:
         if seq_id is not None:
             self._end(seq_id, aborted=True)
 
-    def _call(self, item: _Call) -> None:
+    def _call(self, item: Call) -> None:
         if not item.future.set_running_or_notify_cancel():
             return
         assert self.backend is not None

@@ -28,8 +28,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server import schemas
-from server.engine import Engine, RequestStream
+from server.engine import Engine
 from server.errors import InvalidRequest, RequestTimeout, UnsupportedParameter
+from server.inbox import RequestStream
 from server.requests import (
     INTERACTIVE,
     Event,

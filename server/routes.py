@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from backends.base import ToolCall
 from server import schemas
-from server.engine import Engine, RequestStream
+from server.engine import Engine
 from server.errors import (
     HearthError,
     InternalError,
@@ -24,6 +24,7 @@ from server.errors import (
     RequestTimeout,
 )
 from server.hub import ModelHub
+from server.inbox import RequestStream
 from server.requests import (
     Accepted,
     Failed,

@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from server.engine import Engine, RequestStream
+from server.engine import Engine
 from server.errors import RequestTimeout
+from server.inbox import RequestStream
 from server.requests import Accepted, Event, GenerationRequest
 from server.settings import Settings
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from backends.base import Tool, ToolCall
-from server.engine import RequestStream
+from server.inbox import RequestStream
 from server.metrics import Metrics
 from server.requests import Event, Failed, Finished, FinishReason, TextDelta, ToolCallDelta
 from server.tools import CALL_CLOSE, CALL_OPEN

@@ -271,3 +271,21 @@ def plan_bytes(folder: Path) -> int:
     from backends.mlx_load import plan
 
     return plan(folder).weights_bytes
+
+
+def test_hearth_info_plans_an_mlx_folder(tiny_model: TinyModel, tmp_path: Path) -> None:
+    from server.config import load_models_file
+    from server.info import plan_report, report
+
+    toml = tmp_path / "models.toml"
+    toml.write_text(
+        f'[models.tiny]\npath = "{tiny_model.mlx_dir}"\ncontext_length = 4096\nmax_sequences = 2\n'
+    )
+    models = load_models_file(toml, tmp_path)
+    text = plan_report(models.models["tiny"], gpu_memory=1 << 30)
+    # 2 layers x (K and V) x 2 KV heads x 16 dims x 4 bytes (float32)
+    assert "512 bytes per token" in text and "memory limit: 1.00 GiB (--gpu-memory)" in text
+    assert "KV budget served: 4096 tokens" in text
+    overview = report(models)
+    assert "tiny: mlx (auto: MLX model folder)" in overview
+    assert "mlx: available (device cpu" in overview

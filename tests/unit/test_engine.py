@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from backends.base import ChatMessage, LoadRequest, SamplingParams
-from server.engine import Engine, EngineState, RequestStream
+from server.engine import Engine, EngineState
 from server.errors import ContextLengthExceeded, InternalError, QueueFull
+from server.inbox import RequestStream
 from server.metrics import Metrics
 from server.requests import (
     Accepted,
