@@ -128,6 +128,11 @@ def _hash_stream(f: IO[bytes]) -> str:
 
 def pull(path: Path, source: Source, sha256: str | None, *, out: TextIO = sys.stderr) -> Path:
     if source.kind == "hf" and not source.filename:
+        if sha256 is not None:
+            raise PullError(
+                f"sha256 checks one file; hf:{source.repo} is a whole folder: "
+                "pin it with @REVISION instead"
+            )
         if not (path / "config.json").is_file():
             _pull_hf_folder(path, source, out)
         return path

@@ -292,6 +292,8 @@ def test_hf_folder_pull_lands_whole_or_not_at_all(
     assert calls[0]["revision"] == "v1" and "*.safetensors" in calls[0]["allow_patterns"]  # type: ignore[operator]
     pull(target, parse_source("hf:org/ok@v1"), None, out=io.StringIO())
     assert len(calls) == 1  # present: not fetched again
+    with pytest.raises(PullError, match="pin it with @REVISION"):
+        pull(tmp_path / "x", parse_source("hf:org/ok"), "ab" * 32, out=io.StringIO())
     with pytest.raises(PullError, match="not an MLX model repo"):
         pull(tmp_path / "bad", parse_source("hf:org/bad"), None, out=io.StringIO())
     assert not (tmp_path / "bad").exists()
