@@ -289,3 +289,23 @@ def test_hearth_info_plans_an_mlx_folder(tiny_model: TinyModel, tmp_path: Path) 
     overview = report(models)
     assert "tiny: mlx (auto: MLX model folder)" in overview
     assert "mlx: available (device cpu" in overview
+
+
+def test_a_failed_forward_pass_fails_its_sequences_and_the_backend_serves_on(
+    mlx: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = mlx.chat_prompt(PROMPTS[1])
+    expected = generate(mlx, [prompt], steps=4, first_id=800)[0]
+    model = mlx._model  # type: ignore[attr-defined]
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("[metal::malloc] out of memory")
+
+    mlx.add(810, prompt, GREEDY)
+    monkeypatch.setattr(mlx, "_model", broken)
+    deltas, failures = mlx.step([Work(810, len(prompt), True)])
+    assert deltas == [] and failures[0].seq_ids == (810,)
+    assert "out of memory" in failures[0].message
+    monkeypatch.setattr(mlx, "_model", model)
+    mlx.release(810)  # idempotent: already dropped
+    assert generate(mlx, [prompt], steps=4, first_id=820)[0] == expected

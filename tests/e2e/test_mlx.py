@@ -217,3 +217,21 @@ def test_a_disconnected_stream_frees_its_sequence_and_spares_the_others(
     while metric(http, "hearth_requests_running", model=MLX) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert metric(http, "hearth_requests_running", model=MLX) == 0
+
+
+def test_infill_matches_llamacpp_and_n_is_refused_the_same(http: httpx.Client) -> None:
+    infill = {
+        "input_prefix": "def add(a, b):\n",
+        "input_suffix": "\n",
+        "input_extra": [{"filename": "util.py", "text": "X = 1\n"}],
+        "n_predict": 8,
+        "temperature": 0,
+    }
+    mine = http.post("/infill", json={**infill, "model": MLX})
+    theirs = http.post("/infill", json={**infill, "model": GGUF})
+    assert mine.status_code == theirs.status_code == 200, mine.text
+    assert mine.json()["content"] == theirs.json()["content"]
+    assert mine.json()["tokens_evaluated"] == theirs.json()["tokens_evaluated"]
+    body = {"messages": ASK, "max_tokens": 6, "n": 2, "model": MLX}
+    refused = http.post("/v1/chat/completions", json=body)  # as on llama.cpp
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "n"
