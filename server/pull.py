@@ -88,6 +88,8 @@ def _parse_hf(rest: str) -> Source:
 
 
 def is_present(path: Path, sha256: str | None) -> bool:
+    if path.is_dir():  # a model folder (MLX): present once it has its config
+        return (path / "config.json").is_file()
     if not path.is_file():
         return False
     if sha256 is None:

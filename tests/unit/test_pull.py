@@ -262,6 +262,14 @@ def test_hf_without_huggingface_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert not (tmp_path / "m.gguf").exists()
 
 
+def test_a_model_folder_is_present_once_it_has_its_config(tmp_path: Path) -> None:
+    folder = tmp_path / "mlx-model"
+    folder.mkdir()
+    assert not is_present(folder, None)
+    (folder / "config.json").write_text("{}")
+    assert is_present(folder, None)
+
+
 def test_parse_hf_repo_is_a_folder_source() -> None:
     assert parse_source("hf:mlx-community/Qwen2.5-0.5B-4bit@abc") == Source(
         "hf", (), repo="mlx-community/Qwen2.5-0.5B-4bit", revision="abc"
@@ -314,3 +322,15 @@ def test_real_pull_gemma(tmp_path: Path) -> None:
     with target.open("rb") as f:
         assert hashlib.file_digest(f, "sha256").hexdigest() == GEMMA_SHA
     assert is_present(target, GEMMA_SHA)
+
+
+def test_serve_accepts_a_local_model_folder_without_a_source(tmp_path: Path) -> None:
+    from server.cli import _ensure_pulled
+    from server.config import load_models_file
+
+    folder = tmp_path / "my-mlx-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    toml = tmp_path / "models.toml"
+    toml.write_text(f'[models.m]\npath = "{folder}"\n')
+    _ensure_pulled(load_models_file(toml, tmp_path).models["m"])  # no error: present
