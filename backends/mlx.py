@@ -1,9 +1,10 @@
 """The MLX backend (Apple Silicon; on Linux through ``mlx[cpu]``), over mlx-lm's models.
 
-Each sequence prefills alone in its own mlx-lm KV cache; once it has sampled its first
-token it joins the decode batch (``backends.mlx_batch``), where one forward pass
-advances every decoding sequence. Sampling is hearth's own (``backends.sampling``), so
-each sequence keeps its own settings and seed. A finished sequence's KV is kept as a
+Each sequence prefills in its own mlx-lm KV cache (the step's prompt chunks in one
+right-padded pass over their merged caches); for its first sample it joins the decode
+batch (``backends.mlx_batch``), where one forward pass advances every decoding
+sequence. Sampling is hearth's own (``backends.sampling``), so each sequence keeps its
+own settings and seed. A finished sequence's KV is kept as a
 prefix for the next request that starts with the same tokens, until memory is needed.
 
 Memory: the KV budget is what fits under the memory limit (the wired-memory limit on a
@@ -216,46 +217,67 @@ class MlxBackend:
 
     def _forward(self, work: Sequence[Work]) -> dict[int, Any]:
         """Run the step's forward passes; the last-position logits of each sampling
-        sequence, as NumPy rows."""
+        sequence, as NumPy rows.
+
+        Prompt chunks go first, all in one padded pass, each without its last token
+        when it samples: MLX is lazy, so logits nobody reads are never computed. A
+        sampling sequence then joins the decode batch, and one pass feeds every row
+        its next token: the last prompt token, or the token sampled last step."""
         mx = self._mx
         working = {w.seq_id for w in work}
         idle = [s for s in self._batch.rows if s not in working]
         for seq_id, cache in self._batch.leave(idle, extract=True).items():
-            self._seqs[seq_id].cache = cache  # rejoins after its next sample
+            self._seqs[seq_id].cache = cache  # rejoins at its next sample
+        prefill = [w for w in work if self._seqs[w.seq_id].cache is not None]
+        body = {
+            w.seq_id: self._seqs[w.seq_id].pending[: w.n_tokens - int(w.sample)] for w in prefill
+        }
+        states = self._prefill(body)
+        for w in prefill:
+            seq = self._seqs[w.seq_id]
+            if w.sample and seq.cache is not None:
+                self._batch.join(w.seq_id, seq.cache)
+                seq.cache = None
+        feed = {w.seq_id: self._seqs[w.seq_id].pending[w.n_tokens - 1] for w in work}
         rows: dict[int, Any] = {}
         if self._batch.rows:
             order = list(self._batch.rows)
-            out = self._batch.forward(self._model, [self._seqs[s].pending[0] for s in order])
-            rows.update({s: out[i] for i, s in enumerate(order)})
-        states = self._batch.state()
-        for w in work:
-            seq = self._seqs[w.seq_id]
-            if seq.cache is None:
-                continue
-            chunk = seq.pending[: w.n_tokens]
-            if w.sample:
-                # Logits are never computed for positions nobody reads (MLX is lazy):
-                # the last token goes alone, so the head runs for one position only.
-                if len(chunk) > 1:
-                    self._model(mx.array([chunk[:-1]]), cache=seq.cache)
-                rows[w.seq_id] = self._model(mx.array([chunk[-1:]]), cache=seq.cache)[0, -1, :]
-            else:
-                self._model(mx.array([chunk]), cache=seq.cache)
-            states += [layer.state for layer in seq.cache]
+            out = self._batch.forward(self._model, [feed[s] for s in order])
+            rows = {s: out[i] for i, s in enumerate(order)}
         sampled = [w.seq_id for w in work if w.sample]
         stacked = mx.stack([rows[s] for s in sampled]).astype(mx.float32) if sampled else None
-        mx.eval(states, stacked) if stacked is not None else mx.eval(states)
+        mx.eval(states + self._batch.state(), stacked)
         array = np.array(stacked) if stacked is not None else np.zeros((0, 0))
         return {s: array[i] for i, s in enumerate(sampled)}
+
+    def _prefill(self, body: dict[int, list[int]]) -> list[Any]:
+        """Feed prompt tokens into each sequence's own cache: one right-padded pass
+        over a merged cache when several have tokens and the caches allow it."""
+        mx = self._mx
+        items = [(s, tokens) for s, tokens in body.items() if tokens]
+        if len(items) > 1 and self._loaded.trimmable:
+            caches = [self._seqs[s].cache for s, _ in items]
+            merged = [type(layers[0]).merge(list(layers)) for layers in zip(*caches, strict=True)]
+            longest = max(len(tokens) for _, tokens in items)
+            padding = [longest - len(tokens) for _, tokens in items]
+            for layer in merged:
+                layer.prepare(right_padding=padding)
+            padded = [tokens + [0] * pad for (_, tokens), pad in zip(items, padding, strict=True)]
+            self._model(mx.array(padded), cache=merged)
+            for layer in merged:
+                layer.finalize()
+            for i, (s, _) in enumerate(items):
+                self._seqs[s].cache = [layer.extract(i) for layer in merged]
+        else:
+            for s, tokens in items:
+                self._model(mx.array([tokens]), cache=self._seqs[s].cache)
+        return [layer.state for s, _ in items for layer in self._seqs[s].cache or []]
 
     def _sample(self, seq_id: int, seq: _Seq, logits: Any) -> Delta:
         token = seq.sampler.sample(logits)
         if token in self._loaded.eog:
             return Delta(seq_id, token, seq.text.flush(), eog=True)
         seq.pending.append(token)
-        if seq.cache is not None:
-            self._batch.join(seq_id, seq.cache)
-            seq.cache = None
         return Delta(seq_id, token, seq.text.feed(token), eog=False)
 
     def release(self, seq_id: int) -> None:

@@ -309,3 +309,32 @@ def test_a_failed_forward_pass_fails_its_sequences_and_the_backend_serves_on(
     monkeypatch.setattr(mlx, "_model", model)
     mlx.release(810)  # idempotent: already dropped
     assert generate(mlx, [prompt], steps=4, first_id=820)[0] == expected
+
+
+def test_prompts_prefilled_together_over_unequal_caches_match_solo(mlx: Backend) -> None:
+    """One padded prefill pass over a sequence with a reused prefix, a fresh one and
+    one in its second chunk gives each the tokens it gets alone."""
+    shared = mlx.chat_prompt(PROMPTS[0])
+    generate(mlx, [shared], steps=2, first_id=900)  # leaves a cached prefix
+    prompts = [
+        shared[:-1] + mlx.tokenize(" and subtract", add_special=False) + shared[-1:],
+        mlx.tokenize("a short fresh prompt", add_special=False),
+        mlx.chat_prompt([ChatMessage("user", "A longer fresh prompt, prefilled in two chunks.")]),
+    ]
+    fed = [mlx.add(920 + i, p, GREEDY) for i, p in enumerate(prompts)]
+    assert fed[0] > fed[2] > fed[1] == 0  # 922 shares only the template's system prompt
+    split = 5  # the third prompt's first chunk goes alone, its second with the others
+    mlx.step([Work(922, split, False)])
+    work = [Work(920, len(prompts[0]) - fed[0], True), Work(921, len(prompts[1]), True)]
+    work.append(Work(922, len(prompts[2]) - fed[2] - split, True))
+    together: dict[int, list[int]] = {920: [], 921: [], 922: []}
+    while len(together[920]) < STEPS:
+        deltas, failures = mlx.step(work)
+        assert not failures
+        for delta in deltas:
+            together[delta.seq_id].append(delta.token)
+        work = [Work(s, 1, True) for s in together]
+    for s in together:
+        mlx.release(s)
+    solo = [generate(mlx, [p], first_id=930 + i)[0] for i, p in enumerate(prompts)]
+    assert [together[920 + i] for i in range(3)] == solo
