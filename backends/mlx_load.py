@@ -69,8 +69,7 @@ def load(request: LoadRequest) -> LoadedModel:
     per_token, trimmable = _measure_kv(model, mx)
     weights = _weights_bytes(model)
     limit = _memory_limit(request, mx)
-    budget = int(limit * USABLE_FRACTION) - weights - HEADROOM_BYTES
-    fit = budget // per_token
+    fit = kv_tokens_that_fit(limit, weights, per_token)
     if fit < MIN_KV_TOKENS:
         raise ModelLoadError(
             f"model {request.name!r}: the weights ({weights >> 20} MiB) leave no room for the "
@@ -136,11 +135,21 @@ def _memory_limit(request: LoadRequest, mx: Any) -> int:
     wired for the process, so it is not paged out), else the machine's memory."""
     if request.gpu_memory_limit:
         return request.gpu_memory_limit
-    recommended = int(mx.device_info().get("max_recommended_working_set_size", 0))
+    recommended = _recommended(mx)
     if recommended:
         mx.set_wired_limit(recommended)
         return recommended
     return detect().memory_bytes
+
+
+def _recommended(mx: Any) -> int:
+    """The GPU's recommended working set; 0 where MLX has no GPU (Linux, mlx[cpu])."""
+    return int(mx.device_info().get("max_recommended_working_set_size", 0))
+
+
+def kv_tokens_that_fit(limit: int, weights: int, per_token: int) -> int:
+    """KV tokens that fit in the usable share of ``limit`` beside the weights."""
+    return max(0, int(limit * USABLE_FRACTION) - weights - HEADROOM_BYTES) // per_token
 
 
 def _check_placement(request: LoadRequest, mx: Any) -> None:
@@ -206,9 +215,8 @@ def device_summary() -> str:
     """MLX's device and the memory limit a model would be held to, for ``hearth info``."""
     import mlx.core as mx
 
-    info = mx.device_info()
-    recommended = int(info.get("max_recommended_working_set_size", 0))
-    name = f"{mx.default_device().type.name} ({info.get('device_name', 'unknown')})"
+    recommended = _recommended(mx)
+    name = f"{mx.default_device().type.name} ({mx.device_info().get('device_name', 'unknown')})"
     if recommended:
         limit = f"{recommended / 2**30:.1f} GiB (recommended working set, wired)"
     else:
@@ -238,7 +246,6 @@ def plan(path: Path, memory_limit: int | None = None) -> MemoryPlan:
     if memory_limit is None:
         import mlx.core as mx
 
-        recommended = int(mx.device_info().get("max_recommended_working_set_size", 0))
-        memory_limit = recommended or detect().memory_bytes
-    fit = max(0, int(memory_limit * USABLE_FRACTION) - weights - HEADROOM_BYTES) // per_token
+        memory_limit = _recommended(mx) or detect().memory_bytes
+    fit = kv_tokens_that_fit(memory_limit, weights, per_token)
     return MemoryPlan(weights, per_token, memory_limit, fit)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from backends.base import LoadRequest
 from backends.gguf_header import GGUFHeader, GGUFHeaderError, read_header
@@ -129,6 +131,38 @@ def plan(
     )
 
 
+class PlannedModel(Protocol):
+    """The fields a plan reads, shared by a load request and a models.toml entry."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def context_length(self) -> int: ...
+    @property
+    def max_sequences(self) -> int: ...
+    @property
+    def kv_cache_type(self) -> str: ...
+    @property
+    def gpu_memory_limit(self) -> int | None: ...
+    @property
+    def tensor_split(self) -> tuple[float, ...] | None: ...
+
+
+def plan_model(model: PlannedModel, gpus: Sequence[int]) -> tuple[GGUFHeader, OffloadPlan]:
+    """Read ``model``'s GGUF header and plan it on ``gpus`` (bytes free each). Raises
+    :class:`GGUFHeaderError` or :class:`OffloadError`."""
+    header = read_header(model.path)
+    return header, plan(
+        header,
+        context_length=model.context_length,
+        max_sequences=model.max_sequences,
+        kv_cache_type=model.kv_cache_type,
+        gpus=gpus,
+        gpu_memory_limit=model.gpu_memory_limit,
+        tensor_split=model.tensor_split,
+    )
+
+
 def plan_for(request: LoadRequest, gpus: Sequence[int]) -> OffloadPlan | None:
     """The plan for a model about to load with ``gpu_layers = "auto"`` on GPUs with
     ``gpus`` bytes free; ``None`` when the free memory is unknown (no nvidia-smi, as on
@@ -138,18 +172,9 @@ def plan_for(request: LoadRequest, gpus: Sequence[int]) -> OffloadPlan | None:
             return None
         gpus = (request.gpu_memory_limit,)
     try:
-        header = read_header(request.path)
+        return plan_model(request, gpus)[1]
     except GGUFHeaderError as exc:
         raise OffloadError(f"{request.path}: {exc}") from exc
-    return plan(
-        header,
-        context_length=request.context_length,
-        max_sequences=request.max_sequences,
-        kv_cache_type=request.kv_cache_type,
-        gpus=gpus,
-        gpu_memory_limit=request.gpu_memory_limit,
-        tensor_split=request.tensor_split,
-    )
 
 
 def _budget(gpus: Sequence[int], limit: int | None, margin: int) -> int:

@@ -31,7 +31,7 @@ class TokenSampler:
 
     def sample(self, logits: npt.NDArray[np.floating]) -> int:
         """Pick the next token and remember it for the penalties."""
-        x = np.asarray(logits, dtype=np.float64).copy()
+        x = np.array(logits, dtype=np.float64)  # a copy: bans and penalties write to it
         if self._ban is not None and self._ban.size:
             x[self._ban] = -np.inf
         self._penalize(x)

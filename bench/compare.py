@@ -99,23 +99,44 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 180) -
 
 def run_one(name: str, args: argparse.Namespace, model: Path, round_no: int) -> dict[str, object]:
     port = free_port()
+    bench = ["--model", "bench", "--concurrency", args.concurrency,
+             "--prompt-tokens", str(args.prompt_tokens), "--max-tokens", str(args.max_tokens),
+             "--extra-body", json.dumps(EXTRA_BODY[name]), "--label", name]  # fmt: skip
     command = server_commands(args, model, port)[name]
-    log = (OUT / f"{name}.log").open("ab")
+    return serve_and_bench(command, port, name, OUT / f"{name}-r{round_no}.json", bench)
+
+
+def serve_and_bench(
+    command: list[str],
+    port: int,
+    log_name: str,
+    result: Path,
+    bench_args: list[str],
+    *,
+    ready_timeout: float = 180,
+    check: bool = False,
+) -> dict[str, object]:
+    """Start one server (its output in .bench/LOG_NAME.log), run `hearth bench` against
+    it with ``bench_args``, stop it; the results `hearth bench` wrote to ``result``."""
+    log = (OUT / f"{log_name}.log").open("ab")
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_ready(f"http://127.0.0.1:{port}", proc)
-        result = OUT / f"{name}-r{round_no}.json"
-        bench = [str(VENV / "hearth"), "bench", "--url", f"http://127.0.0.1:{port}/v1",
-                 "--model", "bench", "--concurrency", args.concurrency,
-                 "--prompt-tokens", str(args.prompt_tokens), "--max-tokens", str(args.max_tokens),
-                 "--extra-body", json.dumps(EXTRA_BODY[name]), "--label", name,
-                 "--json", str(result)]  # fmt: skip
-        subprocess.run(bench, check=False)
+        wait_ready(f"http://127.0.0.1:{port}", proc, ready_timeout)
+        url = f"http://127.0.0.1:{port}/v1"
+        bench = [str(VENV / "hearth"), "bench", "--url", url, *bench_args, "--json", str(result)]
+        subprocess.run(bench, check=check)
         data: dict[str, object] = json.loads(result.read_text())
         return data
     finally:
         stop(proc)
         log.close()
+
+
+def levels(data: dict[str, object]) -> list[dict[str, float]]:
+    """The per-concurrency results of one `hearth bench` run."""
+    found = data["levels"]
+    assert isinstance(found, list)
+    return found
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -129,11 +150,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def summarize(runs: dict[str, list[dict[str, object]]]) -> str:
-    def levels(data: dict[str, object]) -> list[dict[str, float]]:
-        found = data["levels"]
-        assert isinstance(found, list)
-        return found
-
     names = list(runs)
     conc = [int(lv["concurrency"]) for lv in levels(runs[names[0]][0])]
     lines = ["| concurrency | " + " | ".join(f"{n} agg t/s" for n in names)

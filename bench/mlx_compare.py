@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-from bench.compare import CACHE, OUT, VENV, free_port, stop, wait_ready
+from bench.compare import CACHE, OUT, VENV, free_port, levels, serve_and_bench
 
 EOG_BIAS = {"151643": -100, "151645": -100}  # Qwen2.5's end tokens
 
@@ -42,35 +41,19 @@ def commands(args: argparse.Namespace, port: int) -> dict[str, list[str]]:
 
 def run_one(name: str, args: argparse.Namespace, round_no: int) -> dict[str, object]:
     port = free_port()
-    log = (OUT / f"mlx-{name}.log").open("ab")
-    proc = subprocess.Popen(
-        commands(args, port)[name], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", proc, timeout=600)
-        result = OUT / f"mlx-{name}-r{round_no}.json"
-        extra = {"ignore_eos": True} if name == "hearth" else {"logit_bias": EOG_BIAS}
-        model = "bench" if name == "hearth" else str(args.model)
-        bench = [str(VENV / "hearth"), "bench", "--url", f"http://127.0.0.1:{port}/v1",
-                 "--model", model, "--concurrency", args.concurrency,
-                 "--prompt-tokens", str(args.prompt_tokens), "--max-tokens", str(args.max_tokens),
-                 *(["--requests-per-level", str(args.requests)] if args.requests else []),
-                 "--extra-body", json.dumps(extra), "--label", name,
-                 "--json", str(result)]  # fmt: skip
-        subprocess.run(bench, check=True)
-        data: dict[str, object] = json.loads(result.read_text())
-        return data
-    finally:
-        stop(proc)
-        log.close()
+    extra = {"ignore_eos": True} if name == "hearth" else {"logit_bias": EOG_BIAS}
+    model = "bench" if name == "hearth" else str(args.model)
+    bench = ["--model", model, "--concurrency", args.concurrency,
+             "--prompt-tokens", str(args.prompt_tokens), "--max-tokens", str(args.max_tokens),
+             *(["--requests-per-level", str(args.requests)] if args.requests else []),
+             "--extra-body", json.dumps(extra), "--label", name]  # fmt: skip
+    result = OUT / f"mlx-{name}-r{round_no}.json"
+    command = commands(args, port)[name]
+    log_name = f"mlx-{name}"
+    return serve_and_bench(command, port, log_name, result, bench, ready_timeout=600, check=True)
 
 
 def summarize(runs: dict[str, list[dict[str, object]]]) -> str:
-    def levels(data: dict[str, object]) -> list[dict[str, float]]:
-        found = data["levels"]
-        assert isinstance(found, list)
-        return found
-
     lines = [
         "| concurrency | hearth agg t/s | mlx_lm.server agg t/s | hearth / mlx_lm.server "
         "| TTFT p50 s (hearth, mlx_lm.server) | TTFT ratio |",

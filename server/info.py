@@ -70,21 +70,12 @@ def plan_report(config: ModelConfig, gpu_memory: int | None = None) -> str:
     if registry.is_mlx_model(config.path):
         return _mlx_plan_report(config, gpu_memory)
     from backends import offload
-    from backends.gguf_header import GGUFHeaderError, read_header
+    from backends.gguf_header import GGUFHeaderError
     from backends.hardware import gpu_free_bytes
 
     gpus = (gpu_memory,) if gpu_memory is not None else gpu_free_bytes()
     try:
-        header = read_header(config.path)
-        plan = offload.plan(
-            header,
-            context_length=config.context_length,
-            max_sequences=config.max_sequences,
-            kv_cache_type=config.kv_cache_type,
-            gpus=gpus,
-            gpu_memory_limit=config.gpu_memory_limit,
-            tensor_split=config.tensor_split,
-        )
+        header, plan = offload.plan_model(config, gpus)
     except (GGUFHeaderError, offload.OffloadError) as exc:
         return f"model {config.name}: cannot plan: {exc}"
     if gpu_memory is not None:
