@@ -8,7 +8,6 @@ unavailable, with the reason.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -23,11 +22,30 @@ class BackendUnavailable(Exception):
     """The chosen backend cannot run here; the message says why and what to install."""
 
 
-@dataclass(frozen=True, slots=True)
+_UNPROBED = object()
+
+
 class PluginInfo:
-    name: str
-    plugin: BackendPlugin | None
-    reason: str | None  # why it is unavailable
+    """A discovered plugin. Whether it can run here is asked of it only when needed: the
+    MLX plugin's answer imports MLX, which a server of GGUF models has no use for."""
+
+    __slots__ = ("_reason", "name", "plugin")
+
+    def __init__(
+        self, name: str, plugin: BackendPlugin | None, reason: str | object | None = _UNPROBED
+    ) -> None:
+        self.name = name
+        self.plugin = plugin
+        self._reason = reason
+
+    @property
+    def reason(self) -> str | None:
+        """Why it is unavailable (None: it is available)."""
+        if self._reason is _UNPROBED:
+            assert self.plugin is not None
+            self._reason = self.plugin.unavailable_reason()
+        assert self._reason is None or isinstance(self._reason, str)
+        return self._reason
 
     @property
     def available(self) -> bool:
@@ -47,7 +65,7 @@ def _load(name: str, target: str) -> PluginInfo:
         plugin: BackendPlugin = getattr(importlib.import_module(module_name), attr)()
     except Exception as exc:
         return PluginInfo(name, None, f"cannot load plugin {target}: {exc}")
-    return PluginInfo(name, plugin, plugin.unavailable_reason())
+    return PluginInfo(name, plugin)
 
 
 def is_mlx_model(path: Path) -> bool:

@@ -157,7 +157,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         timeout_graceful_shutdown=5, http="h11", h11_max_incomplete_event_size=MAX_HEAD_BYTES,
     )  # fmt: skip
-    return lifecycle.serve(hub, server_config, settings.drain_seconds)
+    lifecycle.leave(lifecycle.serve(hub, server_config, settings.drain_seconds))
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> int:

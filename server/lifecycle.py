@@ -5,16 +5,22 @@ The first SIGTERM (or SIGINT) starts a drain: new generation requests get 503 wi
 ``drain_seconds``. Streams still running then end with a final SSE error event, the
 models are freed, and the process exits 0. A second signal stops at once. An engine
 that dies while serving makes the process exit 1, so a supervisor restarts it.
+
+The process then leaves without the interpreter's teardown of native modules; see
+``leave``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
+import sys
 import time
 from types import FrameType
+from typing import NoReturn
 
 import uvicorn
 
@@ -80,3 +86,18 @@ def serve(hub: ModelHub, config: uvicorn.Config, drain_seconds: float) -> int:
     server = HearthServer(config, hub, drain_seconds)
     server.run()
     return server.exit_code
+
+
+def leave(code: int) -> NoReturn:
+    """End the process after a served run, skipping the interpreter's teardown.
+
+    By now the engines are joined and the models freed. What teardown would still do is
+    free the native modules (llama.cpp, NumPy's BLAS, MLX) in an order that varies from
+    run to run, and now and then that aborts ("terminate called without an active
+    exception", SIGABRT) after a clean drain: systemd and launchd then see a crash
+    instead of exit 0. Flush the logs and exit at once instead.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)

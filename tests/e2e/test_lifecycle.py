@@ -71,6 +71,7 @@ def run_drain(
             seen["ready_status"] = httpx.get(f"{base}/health/ready", timeout=30).status_code
             streams = [f.result(timeout=120) for f in futures]
         seen["exit_code"] = procs[0].wait(60)
+    seen["log_tail"] = (tmp_path / "log").read_text(errors="replace")[-4000:]
     return streams, seen
 
 
@@ -83,7 +84,7 @@ def test_sigterm_lets_running_streams_finish(tmp_path: Path) -> None:
         last = json.loads(events[-2])
         assert "choices" in last, f"stream ended with {last}"
         assert last["choices"][0]["finish_reason"] == "length"
-    assert seen["exit_code"] == 0
+    assert seen["exit_code"] == 0, seen["log_tail"]
 
 
 def test_a_short_window_cuts_streams_with_an_error_event(tmp_path: Path) -> None:
@@ -92,7 +93,7 @@ def test_a_short_window_cuts_streams_with_an_error_event(tmp_path: Path) -> None
         assert events[-1] == "[DONE]"
         error = json.loads(events[-2])["error"]
         assert error["code"] == "model_unavailable" and "shutting down" in error["message"]
-    assert seen["exit_code"] == 0
+    assert seen["exit_code"] == 0, seen["log_tail"]
 
 
 def test_a_model_that_fails_to_load_fails_alone(tmp_path: Path) -> None:

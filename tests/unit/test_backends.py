@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,38 @@ def test_auto_picks_mlx_for_an_mlx_folder_where_mlx_is_installed(tmp_path: Path)
     assert registry.choose("auto", tmp_path, here, MAC).name == "mlx"
     assert registry.choose("auto", tmp_path, here, LINUX).name == "mlx"
     assert not MlxPlugin().accepts(tmp_path / "config.json")
+
+
+def test_choosing_a_backend_for_a_gguf_never_imports_mlx(tmp_path: Path) -> None:
+    """Only the chosen plugin is asked whether it runs here: a server of GGUF models does
+    not import MLX (a second of start-up, memory, and native teardown it has no use for)."""
+    code = (
+        "import sys; from pathlib import Path; from backends import registry, hardware\n"
+        "found = registry.discover()\n"
+        "info = registry.choose('auto', Path(sys.argv[1]), found, hardware.detect())\n"
+        "print(info.name, 'mlx' in found, 'mlx.core' in sys.modules, 'mlx_lm' in sys.modules)"
+    )
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(16))
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["llamacpp", "True", "False", "False"]
+
+
+def test_a_plugin_is_probed_once_and_only_when_asked() -> None:
+    class Counting(FakePlugin):
+        probes = 0
+
+        def unavailable_reason(self) -> str | None:
+            Counting.probes += 1
+            return "not here"
+
+    info = PluginInfo("counting", Counting())
+    assert Counting.probes == 0
+    assert not info.available and info.reason == "not here"
+    assert Counting.probes == 1
 
 
 def test_hardware_detection() -> None:
