@@ -17,7 +17,6 @@ the counts. Infill requests are interactive: they prefill before other prompts.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -28,12 +27,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server import schemas
-from server.engine import Engine
-from server.errors import InvalidRequest, RequestTimeout, UnsupportedParameter
-from server.inbox import RequestStream
+from server.errors import InternalError, InvalidRequest, UnsupportedParameter
+from server.relay import Relay
 from server.requests import (
     INTERACTIVE,
-    Event,
     Failed,
     Fim,
     Finished,
@@ -42,8 +39,8 @@ from server.requests import (
     TextDelta,
 )
 from server.responses import sse, sse_error
-from server.routes import _abort_on_disconnect, _hub, _Tracker, read_json, start
-from server.timeouts import Deadline, TimedStreamingResponse
+from server.routes import _hub, read_json, start
+from server.timeouts import TimedStreamingResponse
 
 MAX_EXTRA_CHUNKS = 256
 _PASSED = {
@@ -117,66 +114,42 @@ async def infill(request: Request) -> Response:
     parsed = schemas.parse_completion(completion, config.sampling, model=config.name)
     gen = dataclasses.replace(parsed.generation, prompt=None, fim=fim, priority=INTERACTIVE)
     stream, deadline = await start(request, engine, gen)
-    tracker = _Tracker(hub, gen, parsed.stream)
+    relay = Relay(request, engine, stream, deadline, gen, streamed=parsed.stream)
     if parsed.stream:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        events = _sse(engine, stream, deadline, gen, tracker)
+        events = _sse(relay, gen)
         return TimedStreamingResponse(
             events, deadline, media_type="text/event-stream", headers=headers
         )
-    watcher = asyncio.create_task(_abort_on_disconnect(request, engine, stream))
+    relay.watch_disconnect(request)
     clock, parts = _Clock(gen.arrival), []
     try:
-        while True:
-            event = await _next(deadline, stream)
+        async for event in relay.events():
             if isinstance(event, TextDelta):
                 clock.token()
                 parts.append(event.text)
             elif isinstance(event, Finished):
-                tracker.finished(event)
                 return JSONResponse(_final("".join(parts), gen, event, clock))
             elif isinstance(event, Failed):
-                tracker.failed(event)
                 raise event.error
+        raise InternalError("the request ended without a last event")
     finally:
-        watcher.cancel()
-        tracker.close()
+        relay.close()
 
 
-async def _next(deadline: Deadline, stream: RequestStream) -> Event:
+async def _sse(relay: Relay, gen: GenerationRequest) -> AsyncIterator[bytes]:
+    clock = _Clock(gen.arrival)
     try:
-        return await deadline.next(stream)
-    except RequestTimeout as exc:
-        return Failed(exc)
-
-
-async def _sse(
-    engine: Engine,
-    stream: RequestStream,
-    deadline: Deadline,
-    gen: GenerationRequest,
-    tracker: _Tracker,
-) -> AsyncIterator[bytes]:
-    done, clock = False, _Clock(gen.arrival)
-    try:
-        while True:
-            event = await _next(deadline, stream)
+        async for event in relay.events():
             if isinstance(event, TextDelta):
                 clock.token()
                 yield sse({"index": 0, "content": event.text, "stop": False})
             elif isinstance(event, Finished):
-                tracker.finished(event)
                 yield sse(_final("", gen, event, clock))
-                break
             elif isinstance(event, Failed):
-                tracker.failed(event)
                 yield sse_error(event.error)
-                break
-        done = True
     finally:
-        if not done:
-            engine.abort(stream.request_id)
-        tracker.close()
+        relay.close()
 
 
 class _Clock:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,30 +14,22 @@ from starlette.routing import Route
 from backends.base import ToolCall
 from server import schemas
 from server.engine import Engine
-from server.errors import (
-    HearthError,
-    InternalError,
-    InvalidRequest,
-    ModelUnavailable,
-    RequestTimeout,
-)
+from server.errors import InternalError, InvalidRequest, ModelUnavailable
 from server.hub import ModelHub
 from server.inbox import RequestStream
+from server.relay import Relay
 from server.requests import (
-    Accepted,
     Failed,
     Finished,
     GenerationRequest,
     TextDelta,
     ToolCallDelta,
-    Usage,
 )
 from server.responses import DONE, Shape, sse_error
 from server.timeouts import Deadline, TimedStreamingResponse
 from server.toolcalls import ToolCallStream
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
-access_log = logging.getLogger("hearth.requests")
 
 
 class RequestTooLarge(InvalidRequest):
@@ -117,137 +107,54 @@ async def _generate(
     if gen.tools:
         stream = ToolCallStream(stream, gen.tools, _hub(request).metrics, gen.model)
     shape = Shape.for_request(gen.request_id, gen.model, chat=chat)
-    tracker = _Tracker(_hub(request), gen, parsed.stream)
+    relay = Relay(request, engine, stream, deadline, gen, streamed=parsed.stream)
     if parsed.stream:
-        events = _sse(engine, stream, deadline, shape, parsed.include_usage, tracker)
+        events = _sse(relay, shape, parsed.include_usage)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return TimedStreamingResponse(
             events, deadline, media_type="text/event-stream", headers=headers
         )
-    return await _collect(request, engine, stream, deadline, shape, tracker)
+    return await _collect(request, relay, shape)
 
 
-class _Tracker:
-    """Counts a generation as in flight (for the drain) and logs one line when it ends."""
-
-    def __init__(self, hub: ModelHub, gen: GenerationRequest, stream: bool) -> None:
-        self._hub = hub
-        self._gen = gen
-        self._stream = stream
-        self._outcome = "client_gone"
-        self._usage: Usage | None = None
-        hub.inflight += 1
-
-    def finished(self, event: Finished) -> None:
-        self._outcome, self._usage = event.reason.value, event.usage
-
-    def failed(self, event: Failed) -> None:
-        self._outcome = f"error:{event.error.code or event.error.status}"
-
-    def close(self) -> None:
-        self._hub.inflight -= 1
-        record: dict[str, object] = {
-            "id": self._gen.request_id,
-            "model": self._gen.model,
-            "stream": self._stream,
-            "outcome": self._outcome,
-            "seconds": round(time.monotonic() - self._gen.arrival, 3),
-        }
-        if self._usage is not None:
-            record |= {
-                "prompt_tokens": self._usage.prompt_tokens,
-                "cached_tokens": self._usage.cached_tokens,
-                "completion_tokens": self._usage.completion_tokens,
-            }
-        access_log.info("%s", json.dumps(record))
-
-
-async def _sse(
-    engine: Engine,
-    stream: RequestStream,
-    deadline: Deadline,
-    shape: Shape,
-    include_usage: bool,
-    tracker: _Tracker,
-) -> AsyncIterator[bytes]:
+async def _sse(relay: Relay, shape: Shape, include_usage: bool) -> AsyncIterator[bytes]:
     """The SSE body. If the client leaves, the generator is closed and the sequence freed."""
-    done = False
     try:
         yield shape.chunk("", role=True)
-        while True:
-            try:
-                event = await deadline.next(stream)
-            except RequestTimeout as exc:
-                event = Failed(exc)
+        async for event in relay.events():
             if isinstance(event, TextDelta):
                 yield shape.chunk(event.text)
             elif isinstance(event, ToolCallDelta):
                 yield shape.tool_call_chunks(event.index, event.call)
             elif isinstance(event, Finished):
-                tracker.finished(event)
                 yield shape.chunk(None, event.reason.value)
                 if include_usage:
                     yield shape.usage_chunk(event.usage)
-                break
             elif isinstance(event, Failed):
-                tracker.failed(event)
                 yield sse_error(event.error)
-                break
-        done = True
         yield DONE
     finally:
-        if not done:
-            engine.abort(stream.request_id)
-        tracker.close()
+        relay.close()
 
 
-async def _collect(
-    request: Request,
-    engine: Engine,
-    stream: RequestStream,
-    deadline: Deadline,
-    shape: Shape,
-    tracker: _Tracker,
-) -> Response:
-    watcher = asyncio.create_task(_abort_on_disconnect(request, engine, stream))
+async def _collect(request: Request, relay: Relay, shape: Shape) -> Response:
+    relay.watch_disconnect(request)
     parts: list[str] = []
     calls: list[ToolCall] = []
     try:
-        while True:
-            try:
-                event = await deadline.next(stream)
-            except RequestTimeout as exc:
-                event = Failed(exc)
+        async for event in relay.events():
             if isinstance(event, TextDelta):
                 parts.append(event.text)
             elif isinstance(event, ToolCallDelta):
                 calls.append(event.call)
             elif isinstance(event, Finished):
-                tracker.finished(event)
                 body = shape.full("".join(parts), event.reason.value, event.usage, calls)
                 return JSONResponse(body)
             elif isinstance(event, Failed):
-                tracker.failed(event)
                 raise event.error
-            elif isinstance(event, Accepted):
-                raise InternalError("unexpected event order")
+        raise InternalError("the request ended without a last event")
     finally:
-        watcher.cancel()
-        tracker.close()
-
-
-async def _abort_on_disconnect(request: Request, engine: Engine, stream: RequestStream) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            engine.abort(stream.request_id)
-            stream.push(Failed(ClientGone("the client disconnected")))
-            return
-
-
-class ClientGone(HearthError):
-    status = 499
-    type = "client_closed_request"
+        relay.close()
 
 
 async def tokenize(request: Request) -> Response:

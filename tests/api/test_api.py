@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from server.hub import ModelHub
+
 CHAT = "/v1/chat/completions"
 
 
@@ -209,3 +211,19 @@ def test_one_log_line_per_request_without_the_prompt(
     assert line["model"] == "alpha" and line["outcome"] == "length"
     assert line["completion_tokens"] == 3 and line["prompt_tokens"] > 0
     assert "secret" not in record.getMessage()
+
+
+def test_every_generation_leaves_the_drain_count_and_logs_its_outcome(
+    client: TestClient, hub: ModelHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="hearth.requests")
+    client.post(CHAT, json=chat_body("whole", max_tokens=3))
+    streamed = client.post(CHAT, json=chat_body("streamed", max_tokens=2, stream=True))
+    assert sse_events(streamed.text)[-1]["choices"][0]["finish_reason"] == "length"
+    client.post("/v1/completions", json={"model": "alpha", "prompt": "x", "max_tokens": 1})
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "hearth.requests"]
+    assert [(line["stream"], line["outcome"]) for line in lines] == [
+        (False, "length"), (True, "length"), (False, "length"),
+    ]  # fmt: skip
+    assert [line["completion_tokens"] for line in lines] == [3, 2, 1]
+    assert hub.inflight == 0
