@@ -162,6 +162,8 @@ class Engine:
                 return
             for seq in scheduler.admit():
                 self._admit(backend, seq)
+            for seq_id in scheduler.out_of_room():
+                self._end(seq_id, finished=FinishReason.LENGTH)
             work = scheduler.plan()
             if work:
                 self._step(backend, scheduler, work)

@@ -4,9 +4,17 @@ It knows no backend and does no I/O. Each step, every running sequence that is d
 feeds its one new token, and the rest of the step's token budget goes to prompt chunks
 of sequences still in prefill, oldest first; a long prompt therefore never holds the
 running streams for more than one chunk. Sequences are admitted from the waiting queue
-in arrival order while both the sequence limit and the KV budget (prompt plus
-``max_tokens`` reserved per sequence) allow; past ``max_waiting`` queued sequences a
-new one is refused (sequences that a free slot will take at once do not count).
+in arrival order while both the sequence limit and the KV budget allow; past
+``max_waiting`` queued sequences a new one is refused (sequences that a free slot will
+take at once do not count).
+
+KV is reserved per sequence at admission. A request that asked for ``max_tokens``
+reserves its prompt plus all of them, so it never runs out mid-answer. One that did not
+(``elastic``: its limit is the model's ``default_max_tokens``) reserves its fair share of
+the budget (``kv_capacity / max_running``, at least ``GROW_TOKENS`` past its prompt) and
+grows ``GROW_TOKENS`` at a time while KV is free; when it cannot grow, it ends with
+``length``. So a full slot count of such requests runs at once, as llama-server's
+per-slot context does, and one alone still gets its whole default.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from backends.base import Work
+
+GROW_TOKENS = 32
 
 
 class QueueFullError(Exception):
@@ -34,13 +44,11 @@ class SeqState:
     prompt_len: int
     max_tokens: int
     priority: int = 0  # higher runs its prefill first
+    elastic: bool = False  # max_tokens is the model's default, not the request's
     status: SeqStatus = SeqStatus.WAITING
     fed: int = 0  # prompt tokens in the KV cache (reused or prefilled)
-    generated: int = 0
-
-    @property
-    def reservation(self) -> int:
-        return self.prompt_len + self.max_tokens
+    generated: int = 0  # tokens sampled
+    reserved: int = 0  # KV tokens held while running
 
     @property
     def prefilling(self) -> bool:
@@ -64,7 +72,7 @@ class Scheduler:
     def add(self, seq: SeqState) -> None:
         """Queue a sequence. Raises :class:`QueueFullError` past the waiting bound, and
         ``ValueError`` for one that could never fit the KV budget."""
-        if seq.reservation > self.kv_capacity:
+        if self._first_reservation(seq) > self.kv_capacity:
             raise ValueError("sequence needs more KV than the whole budget")
         free_now = max(0, self.max_running - len(self.running))
         if len(self.waiting) >= self.max_waiting + free_now:
@@ -76,14 +84,39 @@ class Scheduler:
         admitted = []
         while self.waiting and len(self.running) < self.max_running:
             seq = self.waiting[0]
-            if self.kv_reserved + seq.reservation > self.kv_capacity:
+            reservation = self._first_reservation(seq)
+            if self.kv_reserved + reservation > self.kv_capacity:
                 break
             self.waiting.popleft()
             seq.status = SeqStatus.RUNNING
+            seq.reserved = reservation
             self.running[seq.seq_id] = seq
-            self.kv_reserved += seq.reservation
+            self.kv_reserved += reservation
             admitted.append(seq)
         return admitted
+
+    def _first_reservation(self, seq: SeqState) -> int:
+        if not seq.elastic:
+            return seq.prompt_len + seq.max_tokens
+        share = self.kv_capacity // self.max_running
+        return seq.prompt_len + min(seq.max_tokens, max(share - seq.prompt_len, GROW_TOKENS))
+
+    def out_of_room(self) -> list[int]:
+        """Running sequences whose next step would pass their reservation. An elastic one
+        grows by up to ``GROW_TOKENS`` where free KV allows; the ids returned could not
+        (the engine ends them with ``length``)."""
+        cut = []
+        for seq in self.running.values():
+            # This step feeds the last sampled token: prompt + generated in the KV.
+            if seq.prefilling or seq.prompt_len + seq.generated <= seq.reserved:
+                continue
+            grow = min(GROW_TOKENS, seq.prompt_len + seq.max_tokens - seq.reserved)
+            if grow > 0 and self.kv_reserved + grow <= self.kv_capacity:
+                seq.reserved += grow
+                self.kv_reserved += grow
+            else:
+                cut.append(seq.seq_id)
+        return cut
 
     def plan(self) -> list[Work]:
         """This step's work: one token per decoding sequence, then prompt chunks."""
@@ -100,11 +133,15 @@ class Scheduler:
         return work
 
     def advance(self, work: list[Work]) -> None:
-        """Record that ``work`` was fed (prefill progress)."""
+        """Record that ``work`` was fed (prefill progress) and sampled."""
         for w in work:
             seq = self.running.get(w.seq_id)
-            if seq is not None and seq.prefilling:
+            if seq is None:
+                continue
+            if seq.prefilling:
                 seq.fed += w.n_tokens
+            if w.sample:
+                seq.generated += 1
 
     def finish(self, seq_id: int) -> SeqState | None:
         """Remove a sequence, waiting or running (finished, failed or aborted).
@@ -112,7 +149,7 @@ class Scheduler:
         Returns its state, or ``None`` if it was not here."""
         seq = self.running.pop(seq_id, None)
         if seq is not None:
-            self.kv_reserved -= seq.reservation
+            self.kv_reserved -= seq.reserved
         else:
             seq = next((s for s in self.waiting if s.seq_id == seq_id), None)
             if seq is None:

@@ -99,7 +99,11 @@ def prepare(
     active = Active(
         request, stream, prompt, max_tokens, StopMatcher(request.stop), model=request.model
     )
-    return active, SeqState(seq_id, len(prompt), max_tokens, priority=request.priority)
+    seq = SeqState(
+        seq_id, len(prompt), max_tokens, priority=request.priority,
+        elastic=request.max_tokens is None,
+    )  # fmt: skip
+    return active, seq
 
 
 def _prompt_tokens(request: GenerationRequest, backend: Backend) -> list[int]:

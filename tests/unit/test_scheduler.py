@@ -138,3 +138,82 @@ def test_priority_request_arriving_behind_a_long_prefill_gets_the_next_chunk() -
     assert run_step(s) == [Work(1, 10, True), Work(0, 6, False)]
     # Decoding now, the interactive request shares every step with the long prefill.
     assert run_step(s) == [Work(1, 1, True), Work(0, 15, False)]
+
+
+def elastic(seq_id: int, prompt_len: int = 10, max_tokens: int = 4096) -> SeqState:
+    """A request without max_tokens: its limit is the model's default."""
+    return SeqState(seq_id, prompt_len, max_tokens, elastic=True)
+
+
+def steps_until_cut(s: Scheduler, limit: int = 10_000) -> tuple[int, list[int]]:
+    """Run steps (admission, growth, plan, feed) until some sequences are cut."""
+    for n in range(limit):
+        s.admit()
+        cut = s.out_of_room()
+        if cut:
+            return n, cut
+        s.advance(s.plan())
+    raise AssertionError("nothing was cut")
+
+
+def test_requests_without_max_tokens_reserve_a_fair_share_so_every_slot_runs() -> None:
+    # 16 slots, 32,768 tokens, default_max_tokens 4096 (hearth's default model): asked
+    # for in full, 7 would run; elastic, all 16 do, each holding 2,048.
+    s = make(max_running=16, kv=32_768, step=512, waiting=16)
+    for i in range(16):
+        s.add(elastic(i, prompt_len=30))
+    assert len(s.admit()) == 16
+    assert s.kv_reserved == 32_768
+    full = make(max_running=16, kv=32_768, step=512, waiting=16)
+    for i in range(16):
+        full.add(SeqState(i, 30, 4096))
+    assert len(full.admit()) == 7
+
+
+def test_an_elastic_request_alone_grows_to_its_whole_default() -> None:
+    s = make(max_running=4, kv=1000, step=64)
+    s.add(elastic(0, prompt_len=10, max_tokens=600))
+    (seq,) = s.admit()
+    assert seq.reserved == 250  # its share: 1000 / 4
+    for _ in range(600):
+        assert s.out_of_room() == []
+        s.advance(s.plan())
+    assert seq.generated == 600 and seq.reserved == 610 == s.kv_reserved
+
+
+def test_an_elastic_request_that_cannot_grow_is_cut_and_its_kv_freed() -> None:
+    s = make(max_running=2, kv=200, step=64)
+    s.add(elastic(0, prompt_len=10))
+    s.add(elastic(1, prompt_len=10))
+    assert len(s.admit()) == 2  # 100 each: the whole budget
+    _, cut = steps_until_cut(s)
+    assert cut == [0, 1]
+    # Each had fed prompt + generated - 1 tokens; the next feed would pass 100.
+    assert [s.running[i].generated for i in cut] == [91, 91]
+    for i in cut:
+        s.finish(i)
+    assert s.kv_reserved == 0
+
+
+def test_a_waiting_request_is_admitted_before_a_running_one_grows() -> None:
+    s = make(max_running=2, kv=200, step=64)
+    s.add(elastic(0, prompt_len=10))
+    s.admit()
+    for _ in range(95):  # 0 outgrows its share (100) into the free half
+        assert s.out_of_room() == []
+        s.advance(s.plan())
+    assert s.running[0].reserved == 132
+    s.add(SeqState(1, prompt_len=10, max_tokens=58))  # asks for 68 of the 68 left
+    assert [q.seq_id for q in s.admit()] == [1]
+    _, cut = steps_until_cut(s)
+    assert cut == [0]  # 0 cannot grow past 132; 1 keeps its whole reservation
+
+
+def test_a_request_with_max_tokens_keeps_its_whole_reservation() -> None:
+    s = make(max_running=4, kv=1000)
+    s.add(SeqState(0, prompt_len=10, max_tokens=600))
+    (seq,) = s.admit()
+    assert seq.reserved == 610
+    for _ in range(599):
+        assert s.out_of_room() == []
+        s.advance(s.plan())
