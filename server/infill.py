@@ -121,7 +121,6 @@ async def infill(request: Request) -> Response:
         return TimedStreamingResponse(
             events, deadline, media_type="text/event-stream", headers=headers
         )
-    relay.watch_disconnect(request)
     clock, parts = _Clock(gen.arrival), []
     try:
         async for event in relay.events():

@@ -50,16 +50,15 @@ class Relay:
         self._deadline = deadline
         self._gen = gen
         self._streamed = streamed
-        self._watcher: asyncio.Task[None] | None = None
         self.done = False  # the last event (Finished or Failed) has been read
         self._outcome = "client_gone"
         self._usage: Usage | None = None
         self._hub.inflight += 1
-
-    def watch_disconnect(self, request: Request) -> None:
-        """For a response sent whole: a client that leaves before it ends frees its
-        sequence at once (a streamed response notices when a write fails)."""
-        self._watcher = asyncio.create_task(self._abort_on_disconnect(request))
+        # A response sent whole watches for the client leaving, so its sequence is freed
+        # at once; a streamed one notices when a write fails.
+        self._watcher = (
+            None if streamed else asyncio.create_task(self._abort_on_disconnect(request))
+        )
 
     async def events(self) -> AsyncIterator[Event]:
         """The events up to and including the last one."""

@@ -114,7 +114,7 @@ async def _generate(
         return TimedStreamingResponse(
             events, deadline, media_type="text/event-stream", headers=headers
         )
-    return await _collect(request, relay, shape)
+    return await _collect(relay, shape)
 
 
 async def _sse(relay: Relay, shape: Shape, include_usage: bool) -> AsyncIterator[bytes]:
@@ -137,8 +137,7 @@ async def _sse(relay: Relay, shape: Shape, include_usage: bool) -> AsyncIterator
         relay.close()
 
 
-async def _collect(request: Request, relay: Relay, shape: Shape) -> Response:
-    relay.watch_disconnect(request)
+async def _collect(relay: Relay, shape: Shape) -> Response:
     parts: list[str] = []
     calls: list[ToolCall] = []
     try:
