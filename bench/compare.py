@@ -15,6 +15,7 @@ summary (medians, spread, ratios) is printed as Markdown.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -106,6 +108,29 @@ def run_one(name: str, args: argparse.Namespace, model: Path, round_no: int) -> 
     return serve_and_bench(command, port, name, OUT / f"{name}-r{round_no}.json", bench)
 
 
+@contextlib.contextmanager
+def serving(
+    command: list[str],
+    port: int,
+    log_name: str,
+    *,
+    cwd: Path | None = None,
+    ready_timeout: float = 180,
+) -> Iterator[str]:
+    """A server started from ``command`` (its output in .bench/LOG_NAME.log), ready on
+    ``port``; yields its base URL and stops it afterwards."""
+    with (OUT / f"{log_name}.log").open("ab") as log:
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(base, proc, ready_timeout)
+            yield base
+        finally:
+            stop(proc)
+
+
 def serve_and_bench(
     command: list[str],
     port: int,
@@ -116,20 +141,13 @@ def serve_and_bench(
     ready_timeout: float = 180,
     check: bool = False,
 ) -> dict[str, object]:
-    """Start one server (its output in .bench/LOG_NAME.log), run `hearth bench` against
-    it with ``bench_args``, stop it; the results `hearth bench` wrote to ``result``."""
-    log = (OUT / f"{log_name}.log").open("ab")
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", proc, ready_timeout)
-        url = f"http://127.0.0.1:{port}/v1"
-        bench = [str(VENV / "hearth"), "bench", "--url", url, *bench_args, "--json", str(result)]
-        subprocess.run(bench, check=check)
-        data: dict[str, object] = json.loads(result.read_text())
-        return data
-    finally:
-        stop(proc)
-        log.close()
+    """Start one server, run `hearth bench` against it with ``bench_args``, stop it; the
+    results `hearth bench` wrote to ``result``."""
+    with serving(command, port, log_name, ready_timeout=ready_timeout) as base:
+        bench = [str(VENV / "hearth"), "bench", "--url", f"{base}/v1", *bench_args]
+        subprocess.run([*bench, "--json", str(result)], check=check)
+    data: dict[str, object] = json.loads(result.read_text())
+    return data
 
 
 def levels(data: dict[str, object]) -> list[dict[str, float]]:

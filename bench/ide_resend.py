@@ -47,7 +47,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.compare import CACHE, LLAMA_BIN, OUT, VENV, free_port, stop, wait_ready
+from bench.compare import CACHE, LLAMA_BIN, OUT, VENV, free_port, serving
 
 DEFAULT_MODEL = CACHE / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 MODEL_NAME = "bench"
@@ -301,35 +301,27 @@ def server_command(name: str, args: argparse.Namespace, port: int, tmp: Path) ->
 
 def run_server(name: str, args: argparse.Namespace, steps: list[Step]) -> dict[str, Any]:
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         command = server_command(name, args, port, Path(tmp))
-        with (OUT / f"ide_resend-{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-            try:
-                wait_ready(base, proc)
-                warm_up(base)
-                out: dict[str, Any] = {"command": command, "workloads": {}}
-                for workload in args.workloads:
-                    hits_before = hearth_hit_tokens(base) if name == "hearth" else 0
-                    results = []
-                    for step in steps:
-                        r = send(base, workload, step, args.max_tokens)
-                        print(
-                            f"   {workload:6} {r.kind:8} {r.edit:27} TTFT {r.ttft_s:7.3f} s  "
-                            f"prompt {r.prompt_tokens}, cached {r.cached_tokens}",
-                            flush=True,
-                        )
-                        results.append(asdict(r))
-                    entry: dict[str, Any] = {"requests": results}
-                    if name == "hearth":
-                        entry["metrics_hit_tokens"] = hearth_hit_tokens(base) - hits_before
-                    out["workloads"][workload] = entry
-                return out
-            finally:
-                stop(proc)
+        with serving(command, port, f"ide_resend-{name}") as base:
+            warm_up(base)
+            out: dict[str, Any] = {"command": command, "workloads": {}}
+            for workload in args.workloads:
+                hits_before = hearth_hit_tokens(base) if name == "hearth" else 0
+                results = []
+                for step in steps:
+                    r = send(base, workload, step, args.max_tokens)
+                    print(
+                        f"   {workload:6} {r.kind:8} {r.edit:27} TTFT {r.ttft_s:7.3f} s  "
+                        f"prompt {r.prompt_tokens}, cached {r.cached_tokens}",
+                        flush=True,
+                    )
+                    results.append(asdict(r))
+                entry: dict[str, Any] = {"requests": results}
+                if name == "hearth":
+                    entry["metrics_hit_tokens"] = hearth_hit_tokens(base) - hits_before
+                out["workloads"][workload] = entry
+            return out
 
 
 # -- summary ----------------------------------------------------------------------------

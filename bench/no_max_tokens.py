@@ -19,7 +19,6 @@ import concurrent.futures
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.compare import LLAMA_BIN, OUT, ROOT, VENV, free_port, stop, wait_ready
+from bench.compare import LLAMA_BIN, OUT, ROOT, VENV, free_port, serving
 from server.config import load_models_file
 from server.pull import default_cache_dir
 
@@ -58,22 +57,13 @@ def client(base: str, model: str, topic: str, start: float, seconds: float) -> t
 
 
 def run(name: str, command: list[str], port: int, args: argparse.Namespace, cwd: Path) -> str:
-    log = (OUT / f"no-max-tokens-{name}.log").open("ab")
-    proc = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, proc)
+    with serving(command, port, f"no-max-tokens-{name}", cwd=cwd) as base:
         start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
             topics = TOPICS[: args.clients]
             results = list(
                 pool.map(lambda t: client(base, "default", t, start, args.seconds), topics)
             )
-    finally:
-        stop(proc)
-        log.close()
     firsts = sorted(f for f, _ in results)
     started = sum(f <= 10 for f in firsts)
     median = statistics.median(firsts)
