@@ -2,7 +2,7 @@
 
 A backend is the mechanism: it owns a loaded model, its tokenizer and chat template, and
 a batch of sequences that it advances one forward pass at a time. It knows nothing of
-HTTP, queues or policy; the engine thread in ``server.engine`` is its only caller, so a
+HTTP, queues or policy; the engine thread in ``server.engine.loop`` is its only caller, so a
 backend need not be thread-safe.
 
 Third parties add a backend by exposing a :class:`BackendPlugin` under the

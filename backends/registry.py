@@ -15,7 +15,10 @@ from backends.base import BackendPlugin
 from backends.hardware import Hardware
 
 ENTRY_POINT_GROUP = "hearth.backends"
-BUILTIN = {"llamacpp": "backends.llamacpp:LlamaCppPlugin", "mlx": "backends.mlx:MlxPlugin"}
+BUILTIN = {
+    "llamacpp": "backends.llamacpp.backend:LlamaCppPlugin",
+    "mlx": "backends.mlx.backend:MlxPlugin",
+}
 
 
 class BackendUnavailable(Exception):

@@ -119,8 +119,8 @@ BIN=$(bash bench/build_llama_server.sh | sed -n 's/^already built: //p')
 LAYERS_24GB=$(.venv/bin/python - "$M70" <<'EOF'
 import sys
 from pathlib import Path
-from backends.gguf_header import read_header
-from backends.offload import plan
+from backends.llamacpp.gguf_header import read_header
+from backends.llamacpp.offload import plan
 p = plan(read_header(Path(sys.argv[1])), context_length=8192, max_sequences=8,
          gpus=[24 * 10**9])
 print(p.gpu_layers)

@@ -27,8 +27,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.compare import LLAMA_BIN, OUT, ROOT, VENV, free_port, serving
+from server.cli.pull import default_cache_dir
 from server.config import load_models_file
-from server.pull import default_cache_dir
 
 TOPICS = [
     "the sea", "a cat", "rain", "autumn", "a compiler", "coffee", "snow", "a river",
@@ -88,7 +88,7 @@ def main() -> int:
     for _ in range(args.rounds):
         port = free_port()
         # -c: hearth runs from --hearth-src (its own modules first on sys.path).
-        hearth = [str(VENV / "python"), "-c", "import sys; from server.cli import main; "
+        hearth = [str(VENV / "python"), "-c", "import sys; from server.cli.main import main; "
                   "sys.exit(main())", "--models-file", str(models_file), "serve",
                   "--port", str(port), "--no-pull"]  # fmt: skip
         print(run("hearth", hearth, port, args, args.hearth_src), flush=True)

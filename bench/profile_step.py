@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from backends.base import ChatMessage, LoadRequest, SamplingParams
-from backends.llamacpp import LlamaCppBackend
-from server.scheduler import Scheduler, SeqState
+from backends.llamacpp.backend import LlamaCppBackend
+from server.engine.scheduler import Scheduler, SeqState
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hearth" / "models"
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import httpx
 
+from server.cli.pull import default_cache_dir
 from server.config import load_models_file
-from server.pull import default_cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 HEARTH = Path(sys.executable).parent / "hearth"

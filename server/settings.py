@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     # this long in all, or when its first token has not come this long after arrival.
     request_timeout: float = Field(default=600.0, gt=0)
     first_token_timeout: float = Field(default=300.0, gt=0)
-    # Access control (server/security.py, docs/security.md). Keys stay out of repr.
+    # Access control (server/api/security.py, docs/security.md). Keys stay out of repr.
     api_keys: CommaList = Field(default=(), repr=False)
     api_key_file: Path | None = None
     allowed_hosts: CommaList = ()

@@ -28,7 +28,7 @@ from backends.base import (
     Tool,
     Work,
 )
-from backends.grammars import to_gbnf
+from backends.llamacpp.grammars import to_gbnf
 from backends.text import Utf8Stream
 
 EOG = 256

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from server.pull import default_cache_dir
+from server.cli.pull import default_cache_dir
 
 DEFAULT_TOKENIZER_GGUF = default_cache_dir() / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 

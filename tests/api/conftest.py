@@ -8,10 +8,10 @@ from starlette.testclient import TestClient
 
 from backends.hardware import detect
 from backends.registry import PluginInfo
-from server.app import create_app
+from server.api.app import create_app
 from server.config import load_models_file
-from server.hub import ModelHub
-from server.metrics import Metrics
+from server.engine.hub import ModelHub
+from server.engine.metrics import Metrics
 from tests.fakes import FakePlugin
 
 MODELS = """

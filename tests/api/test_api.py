@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from server.hub import ModelHub
+from server.engine.hub import ModelHub
 
 CHAT = "/v1/chat/completions"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from server.hub import ModelHub
+from server.engine.hub import ModelHub
 from tests.api.test_api import assert_error
 from tests.fakes import FakeBackend
 

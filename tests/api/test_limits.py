@@ -11,10 +11,10 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.types import Message
 
-from server import schemas
-from server.app import create_app
-from server.hub import ModelHub
-from server.routes import MAX_BODY_BYTES
+from server.api.app import create_app
+from server.api.body import MAX_BODY_BYTES
+from server.api.openai import schemas
+from server.engine.hub import ModelHub
 from server.settings import Settings
 from tests.api.conftest import BASE_URL
 from tests.api.test_api import assert_error, chat_body, sse_events

@@ -16,9 +16,9 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
-from server import security
-from server.app import create_app
-from server.hub import ModelHub
+from server.api import security
+from server.api.app import create_app
+from server.engine.hub import ModelHub
 from server.settings import Settings
 from tests.api.conftest import BASE_URL
 from tests.api.test_api import assert_error, chat_body, sse_events

@@ -6,7 +6,7 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from server.hub import ModelHub
+from server.engine.hub import ModelHub
 from tests.api.test_api import assert_error, chat_body
 from tests.api.test_fim import fake
 

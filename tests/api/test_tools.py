@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from server.hub import ModelHub
+from server.engine.hub import ModelHub
 from tests.api.test_api import assert_error, sse_events
 from tests.api.test_fim import fake
 

@@ -49,7 +49,7 @@ def request(path: Path, **overrides: object) -> LoadRequest:
 
 @pytest.fixture(scope="module")
 def mlx(tiny_model: TinyModel) -> Iterator[Backend]:
-    from backends.mlx import MlxPlugin
+    from backends.mlx.backend import MlxPlugin
 
     backend = MlxPlugin().load(request(tiny_model.mlx_dir))
     yield backend
@@ -58,7 +58,7 @@ def mlx(tiny_model: TinyModel) -> Iterator[Backend]:
 
 @pytest.fixture(scope="module")
 def llama(tiny_model: TinyModel) -> Iterator[Backend]:
-    from backends.llamacpp import LlamaCppPlugin
+    from backends.llamacpp.backend import LlamaCppPlugin
 
     backend = LlamaCppPlugin().load(request(tiny_model.gguf_path))
     yield backend
@@ -190,8 +190,8 @@ def test_constraints_are_refused_not_ignored(mlx: Backend) -> None:
 def test_memory_limit_caps_the_kv_budget_and_refuses_past_it(tiny_model: TinyModel) -> None:
     import mlx.core as mx
 
-    from backends.mlx import MlxPlugin
-    from backends.mlx_load import HEADROOM_BYTES, USABLE_FRACTION, plan
+    from backends.mlx.backend import MlxPlugin
+    from backends.mlx.load import HEADROOM_BYTES, USABLE_FRACTION, plan
 
     weights = plan(tiny_model.mlx_dir).weights_bytes
     limit = int((weights + HEADROOM_BYTES + 1000 * 512) / USABLE_FRACTION) + 1
@@ -224,14 +224,14 @@ def test_memory_limit_caps_the_kv_budget_and_refuses_past_it(tiny_model: TinyMod
 def test_llamacpp_only_settings_are_refused_at_load(
     tiny_model: TinyModel, overrides: dict[str, object], message: str
 ) -> None:
-    from backends.mlx import MlxPlugin
+    from backends.mlx.backend import MlxPlugin
 
     with pytest.raises(ModelLoadError, match=message):
         MlxPlugin().load(request(tiny_model.mlx_dir, **overrides))
 
 
 def test_a_folder_that_is_not_a_model_is_a_clear_load_error(tmp_path: Path) -> None:
-    from backends.mlx import MlxPlugin
+    from backends.mlx.backend import MlxPlugin
 
     with pytest.raises(ModelLoadError, match="not an MLX model folder"):
         MlxPlugin().load(request(tmp_path))
@@ -249,7 +249,7 @@ def test_quantized_folders_load_and_generate(
 
     from mlx_lm.convert import convert
 
-    from backends.mlx import MlxPlugin
+    from backends.mlx.backend import MlxPlugin
 
     folder = tmp_path / f"q{bits}"
     with contextlib.redirect_stdout(io.StringIO()):
@@ -268,14 +268,14 @@ def test_quantized_folders_load_and_generate(
 
 
 def plan_bytes(folder: Path) -> int:
-    from backends.mlx_load import plan
+    from backends.mlx.load import plan
 
     return plan(folder).weights_bytes
 
 
 def test_hearth_info_plans_an_mlx_folder(tiny_model: TinyModel, tmp_path: Path) -> None:
+    from server.cli.info import plan_report, report
     from server.config import load_models_file
-    from server.info import plan_report, report
 
     toml = tmp_path / "models.toml"
     toml.write_text(

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from server.cli.pull import default_cache_dir
 from server.config import load_models_file
-from server.pull import default_cache_dir
 from tests.e2e.conftest import MODELS_FILE, serve
 from tests.e2e.test_batching import metric
 
@@ -122,7 +122,7 @@ def read_all(sock: socket.socket) -> bytes:
 
 
 def test_header_flood_is_refused(server: tuple[str, Path]) -> None:
-    """h11 caps the request head at 16 KiB (server/cli.py): a 64 KiB header gets a 400."""
+    """h11 caps the request head at 16 KiB (server/cli/main.py): a 64 KiB header gets a 400."""
     base, _ = server
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:

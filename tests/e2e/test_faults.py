@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server.cli.pull import default_cache_dir
 from server.config import load_models_file
-from server.pull import default_cache_dir
 from tests.e2e.conftest import MODELS_FILE, serve
 
 pytestmark = pytest.mark.e2e

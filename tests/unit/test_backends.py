@@ -11,7 +11,7 @@ import pytest
 from backends import registry
 from backends.base import ChatMessage, TemplateError
 from backends.hardware import Hardware, detect, physical_cores
-from backends.llamacpp import LlamaCppPlugin
+from backends.llamacpp.backend import LlamaCppPlugin
 from backends.registry import BackendUnavailable, PluginInfo
 from backends.templates import ChatTemplate
 from tests.fakes import FakePlugin
@@ -38,7 +38,7 @@ def test_discover_finds_llamacpp_through_the_entry_point() -> None:
     from importlib.metadata import entry_points
 
     names = {ep.name: ep.value for ep in entry_points(group=registry.ENTRY_POINT_GROUP)}
-    assert names["llamacpp"] == "backends.llamacpp:LlamaCppPlugin"
+    assert names["llamacpp"] == "backends.llamacpp.backend:LlamaCppPlugin"
     found = registry.discover()
     assert found["llamacpp"].available
 
@@ -81,7 +81,7 @@ def test_an_mlx_folder_without_mlx_says_what_to_install(tmp_path: Path) -> None:
 
 
 def test_auto_picks_mlx_for_an_mlx_folder_where_mlx_is_installed(tmp_path: Path) -> None:
-    from backends.mlx import MlxPlugin
+    from backends.mlx.backend import MlxPlugin
 
     (tmp_path / "config.json").write_text("{}")
     here = {**plugins(), "mlx": PluginInfo("mlx", MlxPlugin(), None)}

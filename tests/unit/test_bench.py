@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from server import bench
-from server.benchload import (
+from server.cli.bench import run as bench
+from server.cli.bench.load import (
     BenchConfig,
     StreamEvent,
     build_prompt,
@@ -21,7 +21,7 @@ from server.benchload import (
     run_levels,
     tally_stream,
 )
-from server.benchstats import (
+from server.cli.bench.stats import (
     LevelSummary,
     RequestResult,
     format_table,

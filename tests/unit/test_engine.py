@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 from backends.base import ChatMessage, LoadRequest, SamplingParams
-from server.engine import Engine, EngineState
-from server.errors import ContextLengthExceeded, InternalError, QueueFull
-from server.inbox import RequestStream
-from server.metrics import Metrics
-from server.requests import (
+from server.engine.inbox import RequestStream
+from server.engine.loop import Engine, EngineState
+from server.engine.metrics import Metrics
+from server.engine.requests import (
     Accepted,
     Event,
     Failed,
@@ -23,6 +22,7 @@ from server.requests import (
     GenerationRequest,
     TextDelta,
 )
+from server.errors import ContextLengthExceeded, InternalError, QueueFull
 from tests.fakes import FakeBackend, FakePlugin
 
 

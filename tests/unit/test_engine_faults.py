@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import pytest
 
 from backends.base import SamplingParams
-from server.engine import Engine, EngineState
+from server.engine.loop import Engine, EngineState
+from server.engine.requests import Failed
 from server.errors import InternalError
-from server.requests import Failed
 from tests.unit.test_engine import chat, engine, fake, run, text_of
 
 __all__ = ["engine"]  # the fixture, imported for these tests

@@ -6,8 +6,8 @@ import pytest
 
 from backends.base import FimUnsupported, SamplingParams
 from backends.fim import FimTokens, fim_prompt
-from server import schemas
-from server.requests import INTERACTIVE, Fim
+from server.api.openai import schemas
+from server.engine.requests import INTERACTIVE, Fim
 
 PRE, SUF, MID, REPO, SEP = 1001, 1002, 1003, 1004, 1005
 

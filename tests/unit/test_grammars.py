@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from backends.base import Constraint, GrammarError
-from backends.grammars import MAX_SCHEMA_BYTES, check_schema, to_gbnf
+from backends.llamacpp.grammars import MAX_SCHEMA_BYTES, check_schema, to_gbnf
+from server.api.openai.formats import parse_response_format
 from server.errors import InvalidRequest
-from server.formats import parse_response_format
 
 POINT = {
     "type": "object",
@@ -108,7 +108,7 @@ def test_response_formats() -> None:
 def test_llama_cpp_parser_rejection_is_none_not_a_crash() -> None:
     import llama_cpp as ll
 
-    from backends import llamacpp_native as native
+    from backends.llamacpp import native
 
     params = ll.llama_model_default_params()
     params.vocab_only = True

@@ -6,7 +6,7 @@ import asyncio
 
 import uvicorn
 
-from server.lifecycle import HearthServer
+from server.api.lifecycle import HearthServer
 
 
 class StubHub:

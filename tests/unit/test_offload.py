@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from gguf import GGML_QUANT_SIZES
 
-from backends import hardware, llamacpp_gpu
+from backends import hardware
 from backends.base import LoadRequest, ModelLoadError
-from backends.gguf_header import (
+from backends.llamacpp import gpu as llamacpp_gpu
+from backends.llamacpp.gguf_header import (
     GGML_TYPES,
     MAX_ARRAY_LENGTH,
     MAX_TENSORS,
@@ -23,7 +24,7 @@ from backends.gguf_header import (
     SkippedArray,
     read_header,
 )
-from backends.offload import DEFAULT_MARGIN, OffloadError, _fit_layers, _layer_bytes, plan
+from backends.llamacpp.offload import DEFAULT_MARGIN, OffloadError, _fit_layers, _layer_bytes, plan
 from server.config import ConfigError, load_models_file, parse_size
 from tests.gguf_files import gguf_string, llama_header, raw_header
 
@@ -201,7 +202,7 @@ def _cuda_build() -> bool:
 @pytest.mark.skipif(not QWEN.exists() or not _cuda_build(), reason="needs a GPU build and GPU")
 def test_auto_offload_puts_the_small_model_wholly_on_the_gpu() -> None:
     from backends.hardware import gpu_free_bytes
-    from backends.llamacpp import LlamaCppPlugin
+    from backends.llamacpp.backend import LlamaCppPlugin
 
     assert gpu_free_bytes()
     backend = LlamaCppPlugin().load(load_request(QWEN, kv_cache_type="q8_0"))
@@ -291,7 +292,7 @@ def test_a_quantized_kv_cache_turns_flash_attention_on(tmp_path: Path) -> None:
 def test_hearth_info_plans_for_a_hypothetical_card(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from server.cli import main
+    from server.cli.main import main
 
     llama_header(tmp_path / "70b.gguf", "70b")
     models = tmp_path / "models.toml"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from server import pull as pull_mod
-from server.pull import PullError, Source, default_cache_dir, is_present, parse_source, pull
+from server.cli import pull as pull_mod
+from server.cli.pull import PullError, Source, default_cache_dir, is_present, parse_source, pull
 
 
 def _sha(data: bytes) -> str:
@@ -325,7 +325,7 @@ def test_real_pull_gemma(tmp_path: Path) -> None:
 
 
 def test_serve_accepts_a_local_model_folder_without_a_source(tmp_path: Path) -> None:
-    from server.cli import _ensure_pulled
+    from server.cli.main import _ensure_pulled
     from server.config import load_models_file
 
     folder = tmp_path / "my-mlx-model"

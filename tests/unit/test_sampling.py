@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from backends.base import SamplingParams
-from backends.sampling import PENALTY_WINDOW, TokenSampler
+from backends.mlx.sampling import PENALTY_WINDOW, TokenSampler
 from backends.text import IncrementalText
 
 LOGITS = np.array([1.0, 3.0, 2.5, 0.5, -1.0, 2.9])

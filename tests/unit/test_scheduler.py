@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backends.base import Work
-from server.scheduler import QueueFullError, Scheduler, SeqState, SeqStatus
+from server.engine.scheduler import QueueFullError, Scheduler, SeqState, SeqStatus
 
 
 def make(max_running: int = 4, kv: int = 1000, step: int = 64, waiting: int = 8) -> Scheduler:

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from server import cli
-from server.security import (
+from server.api.security import (
     SecurityConfigError,
     allowed_hosts,
     check_bind,
@@ -17,6 +16,7 @@ from server.security import (
     load_api_keys,
     read_key_file,
 )
+from server.cli import main as cli
 from server.settings import Settings
 
 KEYS_TEXT = "# the team's keys\n\nsk-one\n   sk-two  \n# revoked: sk-zero\n\n"

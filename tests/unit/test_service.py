@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from server import cli, service
-from server.service import Target, render_launchd, render_systemd
+from server.cli import main as cli
+from server.cli import service
+from server.cli.service import Target, render_launchd, render_systemd
 
 REPO = Path(__file__).resolve().parents[2]
 HEARTH = Path(sys.executable).parent / "hearth"  # exists: systemd-analyze checks ExecStart

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from server.stops import StopMatcher
+from server.engine.stops import StopMatcher
 
 
 def stream(matcher: StopMatcher, pieces: list[str]) -> str:

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 from starlette.types import Message
 
-from server import timeouts
-from server.timeouts import Deadline, TimedStreamingResponse
+from server.api import timeouts
+from server.api.timeouts import Deadline, TimedStreamingResponse
 
 
 def test_a_blocked_send_is_cut_and_the_body_closed() -> None:

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from backends.base import Tool
-from server.requests import TextDelta, ToolCallDelta
-from server.toolcalls import ToolCallParser, matches
+from server.engine.requests import TextDelta, ToolCallDelta
+from server.engine.toolcalls import ToolCallParser, matches
 
 WEATHER = Tool(
     "get_weather",

@@ -1,0 +1,372 @@
+"""The llama.cpp backend, through llama-cpp-python's low-level bindings.
+
+All sequences share one context with a unified KV cache; each sequence is a llama.cpp
+sequence id ("slot"). A finished sequence's slot keeps its tokens as a cached prefix
+until the slot or its cells are needed, so a request that starts with the same tokens
+(the next chat turn, an IDE resending a file) feeds only what differs. A request with
+a ``seed`` never reuses a prefix, so the same seed and prompt give the same text.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backends.base import (
+    Backend,
+    Capabilities,
+    ChatMessage,
+    Constraint,
+    Delta,
+    FimUnsupported,
+    GrammarError,
+    LoadRequest,
+    ModelLoadError,
+    SamplingParams,
+    StepFailure,
+    TemplateError,
+    Tool,
+    Work,
+)
+from backends.fim import FimTokens, fim_prompt
+from backends.llamacpp import gpu as llamacpp_gpu
+from backends.llamacpp.grammars import to_gbnf
+from backends.options import prefix_options
+from backends.templates import ChatTemplate
+from backends.text import Utf8Stream
+from backends.tokens import common_prefix
+
+GGUF_MAGIC = b"GGUF"
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One llama.cpp sequence id and the tokens whose KV it holds."""
+
+    id: int
+    tokens: list[int] = field(default_factory=list)
+    last_used: float = 0.0
+    busy: bool = False
+
+
+@dataclass(slots=True)
+class _Seq:
+    slot: _Slot
+    pending: list[int]
+    sampler: Any
+    text: Utf8Stream
+
+
+class LlamaCppPlugin:
+    name = "llamacpp"
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError as exc:
+            return f"llama-cpp-python is not installed ({exc}); pip install llama-cpp-python"
+        return None
+
+    def accepts(self, path: Path) -> bool:
+        if path.is_dir():
+            return False
+        if path.suffix.lower() == ".gguf":
+            return True
+        try:
+            with path.open("rb") as f:
+                return f.read(4) == GGUF_MAGIC
+        except OSError:
+            return False
+
+    def load(self, request: LoadRequest) -> Backend:
+        return LlamaCppBackend(request)
+
+
+def gpu_offload_supported() -> bool:
+    import llama_cpp as ll
+
+    return bool(ll.llama_supports_gpu_offload())
+
+
+class LlamaCppBackend:
+    """A loaded GGUF model and its batch of sequences (see the module docstring)."""
+
+    def __init__(self, request: LoadRequest) -> None:
+        from backends.llamacpp import native
+
+        self._native = native
+        import llama_cpp as ll
+
+        self._ll = ll
+        native.init_logging()
+        options = prefix_options(request, "llama.cpp", "prefix_cache_slots")
+        self._prefix_cache = options.enabled
+        _check_gguf(request.path)
+        ll.llama_backend_init()
+        self._model = self._load_model(request)
+        self._vocab = ll.llama_model_get_vocab(self._model)
+        n_train = ll.llama_model_n_ctx_train(self._model)
+        self._eog = native.eog_tokens(self._vocab)
+        self._n_ctx = request.context_length
+        n_cache_slots = options.entries if options.enabled else 0
+        self._slots = [_Slot(i) for i in range(request.max_sequences + n_cache_slots)]
+        self._ctx = self._new_context(request, len(self._slots))
+        self._mem = ll.llama_get_memory(self._ctx)
+        self._batch = native.Batch(self._batch_capacity(request))
+        self._seqs: dict[int, _Seq] = {}
+        try:
+            self._template = self._chat_template(request)
+        except TemplateError as exc:
+            self.close()
+            raise ModelLoadError(f"model {request.name!r}: {exc}") from exc
+        self.capabilities = Capabilities(
+            context_length=min(self._n_ctx, n_train),
+            max_sequences=request.max_sequences,
+            vocab_size=ll.llama_vocab_n_tokens(self._vocab),
+            chat_template=self._template is not None,
+            fim=ll.llama_vocab_fim_pre(self._vocab) >= 0,
+            gpu_offload=bool(ll.llama_supports_gpu_offload()),
+            details={
+                "n_ctx_train": n_train,
+                "threads": request.threads,
+                "gpu_layers": self._placement.gpu_layers,
+                "kv_cache_type": request.kv_cache_type,
+            },
+        )
+
+    def _load_model(self, request: LoadRequest) -> Any:
+        ll = self._ll
+        params = ll.llama_model_default_params()
+        self._placement = llamacpp_gpu.apply_model(ll, params, request)
+        model = ll.llama_model_load_from_file(str(request.path).encode(), params)
+        if not model:
+            raise ModelLoadError(
+                f"llama.cpp could not load {request.path} (corrupt, unsupported, or out of memory)"
+            )
+        return model
+
+    def _new_context(self, request: LoadRequest, n_seq: int) -> Any:
+        ll = self._ll
+        params = ll.llama_context_default_params()
+        params.n_ctx = request.context_length
+        params.n_batch = self._batch_capacity(request)
+        params.n_ubatch = min(params.n_batch, 512)
+        params.n_seq_max = n_seq
+        params.kv_unified = True
+        threads = request.threads or os.cpu_count() or 1
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        try:
+            llamacpp_gpu.apply_kv_cache(ll, params, request)
+        except ModelLoadError:
+            ll.llama_model_free(self._model)
+            raise
+        ctx = ll.llama_init_from_model(self._model, params)
+        if not ctx:
+            ll.llama_model_free(self._model)
+            raise ModelLoadError(llamacpp_gpu.context_failure(request, n_seq))
+        return ctx
+
+    @staticmethod
+    def _batch_capacity(request: LoadRequest) -> int:
+        return max(request.batch_tokens, request.max_sequences)
+
+    def _chat_template(self, request: LoadRequest) -> ChatTemplate | None:
+        source = request.chat_template or self._native.meta_string(
+            self._model, "tokenizer.chat_template"
+        )
+        if not source:
+            return None
+        special = self._special_text
+        bos = special(self._ll.llama_vocab_bos(self._vocab))
+        eos = special(self._ll.llama_vocab_eos(self._vocab))
+        return ChatTemplate(source, bos_token=bos, eos_token=eos)
+
+    def _special_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self._native.piece(self._vocab, token, special=True).decode("utf-8", "replace")
+
+    # -- tokenizer and template ------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        return self._native.tokenize(self._vocab, text, add_special=add_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        data = b"".join(self._native.piece(self._vocab, t, special=True) for t in tokens)
+        return data.decode("utf-8", "replace")
+
+    def chat_prompt(self, messages: Sequence[ChatMessage], tools: Sequence[Tool] = ()) -> list[int]:
+        if self._template is None:
+            raise TemplateError(
+                "this model has no chat template; set chat_template in models.toml "
+                "or use /v1/completions"
+            )
+        text = self._template.render(messages, tools)
+        bos = self._template.bos_token
+        return self.tokenize(text, add_special=not (bos and text.startswith(bos)))
+
+    def fim_prompt(
+        self, prefix: str, suffix: str, extra: Sequence[tuple[str, str]] = ()
+    ) -> list[int]:
+        ll, vocab = self._ll, self._vocab
+        tokens = FimTokens(
+            ll.llama_vocab_fim_pre(vocab),
+            ll.llama_vocab_fim_suf(vocab),
+            ll.llama_vocab_fim_mid(vocab),
+            ll.llama_vocab_fim_rep(vocab),
+            ll.llama_vocab_fim_sep(vocab),
+        )
+        if not tokens.supported:
+            raise FimUnsupported(
+                "this model has no fill-in-the-middle tokens; use a code model such as "
+                "qwen2.5-coder for suffix and /infill"
+            )
+        bos = [ll.llama_vocab_bos(vocab)] if ll.llama_vocab_get_add_bos(vocab) else []
+
+        def plain(text: str) -> list[int]:
+            ids: list[int] = self._native.tokenize(
+                vocab, text, add_special=False, parse_special=False
+            )
+            return ids
+
+        return fim_prompt(tokens, plain, prefix, suffix, extra, bos=bos)
+
+    def check_constraint(self, constraint: Constraint) -> None:
+        self._ll.llama_sampler_free(self._grammar(constraint))
+
+    def _grammar(self, constraint: Constraint) -> Any:
+        sampler = self._native.grammar_sampler(self._vocab, to_gbnf(constraint))
+        if sampler is None:
+            raise GrammarError("llama.cpp could not parse the grammar for this schema")
+        return sampler
+
+    # -- the batch -------------------------------------------------------------------
+
+    def add(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
+        # The sampler first: if it cannot be made, no slot is left marked busy.
+        seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
+        grammar = self._grammar(sampling.constraint) if sampling.constraint else None
+        sampler = self._native.make_sampler(
+            sampling, self.capabilities.vocab_size, seed, self._eog, grammar
+        )
+        slot, keep = self._pick_slot(prompt)
+        if sampling.seed is not None:
+            # KV computed in another batch differs in the last bits, which can change a
+            # sampled token: a seeded request is prefilled alone so that it reproduces.
+            keep = 0
+        self._ll.llama_memory_seq_rm(self._mem, slot.id, keep, -1)
+        del slot.tokens[keep:]
+        slot.busy = True
+        self._seqs[seq_id] = _Seq(slot, list(prompt[keep:]), sampler, Utf8Stream())
+        return keep
+
+    def _pick_slot(self, prompt: Sequence[int]) -> tuple[_Slot, int]:
+        """The free slot sharing the longest prefix with ``prompt``, else the emptiest,
+        least recently used one. At least one prompt token is always left to feed."""
+        free = [s for s in self._slots if not s.busy]
+        best, best_len = free[0], -1
+        for slot in free:
+            n = common_prefix(slot.tokens, prompt)
+            if n > best_len or (n == best_len and _colder(slot, best)):
+                best, best_len = slot, n
+        return best, min(best_len, len(prompt) - 1)
+
+    def step(self, work: Sequence[Work]) -> tuple[list[Delta], list[StepFailure]]:
+        fed = self._fill_batch(work)
+        rc = self._batch.decode(self._ctx)
+        if rc == 1 and self._evict_idle():
+            rc = self._batch.decode(self._ctx)
+        if rc != 0:
+            ids = tuple(w.seq_id for w in work)
+            for seq_id in ids:
+                self._drop(seq_id)
+            return [], [StepFailure(ids, f"llama_decode failed (code {rc})")]
+        now = time.monotonic()
+        deltas = []
+        for w, (index, tokens) in zip(work, fed, strict=True):
+            seq = self._seqs[w.seq_id]
+            seq.slot.tokens.extend(tokens)
+            seq.slot.last_used = now
+            del seq.pending[: len(tokens)]
+            if w.sample:
+                deltas.append(self._sample(w.seq_id, seq, index))
+        return deltas, []
+
+    def _fill_batch(self, work: Sequence[Work]) -> list[tuple[int, list[int]]]:
+        batch = self._batch
+        batch.clear()
+        fed = []
+        for w in work:
+            seq = self._seqs[w.seq_id]
+            tokens = seq.pending[: w.n_tokens]
+            start = len(seq.slot.tokens)
+            index = -1
+            for i, token in enumerate(tokens):
+                last = i == len(tokens) - 1
+                index = batch.add(token, start + i, seq.slot.id, w.sample and last)
+            fed.append((index, tokens))
+        return fed
+
+    def _sample(self, seq_id: int, seq: _Seq, index: int) -> Delta:
+        ll = self._ll
+        token = int(ll.llama_sampler_sample(seq.sampler, self._ctx, index))
+        if ll.llama_vocab_is_eog(self._vocab, token):
+            return Delta(seq_id, token, seq.text.flush(), eog=True)
+        seq.pending.append(token)
+        return Delta(seq_id, token, seq.text.feed(self._native.piece(self._vocab, token)), False)
+
+    def _evict_idle(self) -> bool:
+        """Drop every cached prefix to make room in the KV cache."""
+        idle = [slot for slot in self._slots if not slot.busy and slot.tokens]
+        for slot in idle:
+            self._clear(slot)
+        return bool(idle)
+
+    def _drop(self, seq_id: int) -> None:
+        seq = self._seqs.pop(seq_id, None)
+        if seq is None:
+            return
+        self._ll.llama_sampler_free(seq.sampler)
+        seq.slot.busy = False
+        if not self._prefix_cache:
+            self._clear(seq.slot)
+
+    def _clear(self, slot: _Slot) -> None:
+        self._ll.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+        slot.tokens.clear()
+
+    def release(self, seq_id: int) -> None:
+        self._drop(seq_id)
+
+    def kv_cache_used(self) -> int:
+        return sum(len(slot.tokens) for slot in self._slots)
+
+    def close(self) -> None:
+        for seq_id in list(self._seqs):
+            self._drop(seq_id)
+        if self._ctx is not None:
+            self._batch.free()
+            self._ll.llama_free(self._ctx)
+            self._ll.llama_model_free(self._model)
+            self._ctx = None
+
+
+def _colder(a: _Slot, b: _Slot) -> bool:
+    return (len(a.tokens), a.last_used) < (len(b.tokens), b.last_used)
+
+
+def _check_gguf(path: Path) -> None:
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot open model file {path}: {exc.strerror}") from exc
+    if magic != GGUF_MAGIC:
+        raise ModelLoadError(f"{path} is not a GGUF file (bad magic {magic!r})")

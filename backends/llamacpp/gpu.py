@@ -1,0 +1,82 @@
+"""llama.cpp model and context parameters for GPU offload and the KV cache type.
+
+On a build without GPU offload nothing here changes a parameter except the KV cache
+type: every layer stays on the CPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from typing import Any
+
+from backends import hardware
+from backends.base import LoadRequest, ModelLoadError
+from backends.llamacpp import offload
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """What the model params were set to; ``split`` must outlive the model load."""
+
+    gpu_layers: int
+    plan: offload.OffloadPlan | None
+    split: Any = None
+
+
+def apply_model(ll: Any, params: Any, request: LoadRequest) -> Placement:
+    """Set ``n_gpu_layers``, ``main_gpu`` and ``tensor_split`` for ``request``.
+
+    ``gpu_layers = "auto"`` (``None``) plans with the GPUs' free memory (nvidia-smi) or
+    ``gpu_memory_limit``; with neither known (Apple Metal) every layer goes on the GPU.
+    """
+    if not ll.llama_supports_gpu_offload():
+        params.n_gpu_layers = 0
+        return Placement(0, None)
+    free = hardware.gpu_free_bytes()
+    try:
+        offload.check_tensor_split(request.tensor_split, len(free) or ll.llama_max_devices())
+        plan = offload.plan_for(request, free) if request.gpu_layers is None else None
+    except offload.OffloadError as exc:
+        raise ModelLoadError(f"model {request.name!r}: {exc}") from exc
+    if free and request.main_gpu >= len(free):
+        raise ModelLoadError(
+            f"model {request.name!r}: main_gpu = {request.main_gpu} but this machine has "
+            f"{len(free)} GPU(s)"
+        )
+    layers = request.gpu_layers if request.gpu_layers is not None else -1
+    params.n_gpu_layers = plan.gpu_layers if plan is not None else layers
+    params.main_gpu = request.main_gpu
+    split = None
+    if request.tensor_split:
+        split = (ctypes.c_float * ll.llama_max_devices())(*request.tensor_split)
+        params.tensor_split = split
+    return Placement(params.n_gpu_layers, plan, split)
+
+
+def apply_kv_cache(ll: Any, params: Any, request: LoadRequest) -> None:
+    """Set the K and V cache types; a quantized V cache needs flash attention in
+    llama.cpp, so it is switched on rather than left to llama.cpp's automatic choice."""
+    types = {"f16": ll.GGML_TYPE_F16, "q8_0": ll.GGML_TYPE_Q8_0, "q4_0": ll.GGML_TYPE_Q4_0}
+    if request.kv_cache_type not in types:
+        raise ModelLoadError(
+            f"model {request.name!r}: kv_cache_type must be one of {', '.join(types)}"
+        )
+    params.type_k = params.type_v = types[request.kv_cache_type]
+    if request.kv_cache_type != "f16":
+        params.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_ENABLED
+
+
+def context_failure(request: LoadRequest, n_seq: int) -> str:
+    """Why ``llama_init_from_model`` returned nothing, as far as we can tell."""
+    if request.kv_cache_type != "f16":
+        return (
+            f"model {request.name!r}: llama.cpp could not create a context with "
+            f"kv_cache_type = {request.kv_cache_type!r} (a quantized KV cache needs flash "
+            "attention, which this model or build may not support; try kv_cache_type = "
+            '"f16") or it is out of memory'
+        )
+    return (
+        f"llama.cpp could not create a context of {request.context_length} tokens "
+        f"for {n_seq} sequences (out of memory?)"
+    )

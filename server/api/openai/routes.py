@@ -1,0 +1,131 @@
+"""HTTP routes: parse at the boundary, hand work to an engine, format what comes back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from backends.base import ToolCall
+from server.api.body import hub_of, read_json
+from server.api.openai import schemas
+from server.api.openai.render import DONE, Shape, sse_error
+from server.api.relay import Relay, start
+from server.api.timeouts import TimedStreamingResponse
+from server.engine.loop import Engine
+from server.engine.requests import (
+    Failed,
+    Finished,
+    TextDelta,
+    ToolCallDelta,
+)
+from server.engine.toolcalls import ToolCallStream
+from server.errors import InternalError
+
+
+async def chat_completions(request: Request) -> Response:
+    body = await read_json(request)
+    engine, config = hub_of(request).engine_for(schemas.model_name(body))
+    parsed = schemas.parse_chat(
+        body, config.sampling, model=config.name, vocab_size=engine.vocab_size
+    )
+    return await _generate(request, engine, parsed, chat=True)
+
+
+async def completions(request: Request) -> Response:
+    body = await read_json(request)
+    engine, config = hub_of(request).engine_for(schemas.model_name(body))
+    parsed = schemas.parse_completion(body, config.sampling, model=config.name)
+    return await _generate(request, engine, parsed, chat=False)
+
+
+async def _generate(
+    request: Request, engine: Engine, parsed: schemas.ParsedRequest, *, chat: bool
+) -> Response:
+    gen = parsed.generation
+    stream, deadline = await start(request, engine, gen)
+    if gen.tools:
+        stream = ToolCallStream(stream, gen.tools, hub_of(request).metrics, gen.model)
+    shape = Shape.for_request(gen.request_id, gen.model, chat=chat)
+    relay = Relay(request, engine, stream, deadline, gen, streamed=parsed.stream)
+    if parsed.stream:
+        events = _sse(relay, shape, parsed.include_usage)
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return TimedStreamingResponse(
+            events, deadline, media_type="text/event-stream", headers=headers
+        )
+    return await _collect(relay, shape)
+
+
+async def _sse(relay: Relay, shape: Shape, include_usage: bool) -> AsyncIterator[bytes]:
+    """The SSE body. If the client leaves, the generator is closed and the sequence freed."""
+    try:
+        yield shape.chunk("", role=True)
+        async for event in relay.events():
+            if isinstance(event, TextDelta):
+                yield shape.chunk(event.text)
+            elif isinstance(event, ToolCallDelta):
+                yield shape.tool_call_chunks(event.index, event.call)
+            elif isinstance(event, Finished):
+                yield shape.chunk(None, event.reason.value)
+                if include_usage:
+                    yield shape.usage_chunk(event.usage)
+            elif isinstance(event, Failed):
+                yield sse_error(event.error)
+        yield DONE
+    finally:
+        relay.close()
+
+
+async def _collect(relay: Relay, shape: Shape) -> Response:
+    parts: list[str] = []
+    calls: list[ToolCall] = []
+    try:
+        async for event in relay.events():
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            elif isinstance(event, ToolCallDelta):
+                calls.append(event.call)
+            elif isinstance(event, Finished):
+                body = shape.full("".join(parts), event.reason.value, event.usage, calls)
+                return JSONResponse(body)
+            elif isinstance(event, Failed):
+                raise event.error
+        raise InternalError("the request ended without a last event")
+    finally:
+        relay.close()
+
+
+async def tokenize(request: Request) -> Response:
+    """llama-server's shape: {"model", "content", "add_special"} -> {"tokens": [...]}."""
+    body = await read_json(request)
+    engine, _ = hub_of(request).engine_for(schemas.model_name(body))
+    content, add_special = schemas.parse_tokenize(body)
+    tokens = await asyncio.wrap_future(
+        engine.call(lambda backend: backend.tokenize(content, add_special=add_special))
+    )
+    return JSONResponse({"tokens": tokens, "count": len(tokens)})
+
+
+async def detokenize(request: Request) -> Response:
+    body = await read_json(request)
+    engine, _ = hub_of(request).engine_for(schemas.model_name(body))
+    tokens = schemas.parse_detokenize(body, engine.vocab_size)
+    text = await asyncio.wrap_future(engine.call(lambda backend: backend.detokenize(tokens)))
+    return JSONResponse({"content": text})
+
+
+async def list_models(request: Request) -> Response:
+    return JSONResponse({"object": "list", "data": hub_of(request).describe()})
+
+
+ROUTES = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/tokenize", tokenize, methods=["POST"]),
+    Route("/detokenize", detokenize, methods=["POST"]),
+]

@@ -1,0 +1,382 @@
+"""Parse OpenAI request bodies into frozen values at the route boundary.
+
+Every field is checked here and named in the error; a field we do not support is
+refused, never silently ignored. Nothing past the routes sees a dict from the wire.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from backends.base import ChatMessage, SamplingParams
+from server.api.openai.formats import parse_response_format
+from server.api.openai.tools import parse_tool_calls, parse_tools
+from server.engine.requests import INTERACTIVE, Fim, GenerationRequest
+from server.errors import InvalidRequest, UnsupportedParameter
+
+MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 256
+MAX_MESSAGES = 1024
+# All message text (or a completion prompt) together; the 8 MiB body limit bounds it too.
+MAX_PROMPT_CHARS = 8 * 1024 * 1024
+MAX_LOGIT_BIAS = 1024
+MAX_TOP_LOGPROBS = 20
+MAX_TOKEN_ID = 2**31 - 1
+
+_SAMPLING_FIELDS = {
+    "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "seed",
+}  # fmt: skip
+_COMMON = _SAMPLING_FIELDS | {
+    "model", "max_tokens", "stop", "stream", "stream_options", "user", "n", "logprobs",
+    "ignore_eos", "interactive", "response_format",
+}  # fmt: skip
+CHAT_FIELDS = _COMMON | {
+    "messages", "max_completion_tokens", "top_logprobs", "logit_bias", "tools", "tool_choice",
+    "parallel_tool_calls",
+}  # fmt: skip
+_ROLE_KEYS = {"assistant": {"tool_calls"}, "tool": {"tool_call_id"}}
+COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix", "best_of"}
+# Known OpenAI fields we cannot honour yet: a clear 400 rather than silence.
+_UNSUPPORTED = {
+    "functions": "function calls are not supported",
+    "function_call": "function calls are not supported",
+    "audio": "audio output is not supported",
+    "modalities": "only text output is supported",
+    "prediction": "predicted outputs are not supported",
+}
+_ROLES = {"system", "developer", "user", "assistant", "tool"}
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    generation: GenerationRequest
+    stream: bool
+    include_usage: bool
+
+
+def parse_chat(
+    body: Any, defaults: SamplingParams, *, model: str, vocab_size: int = MAX_TOKEN_ID
+) -> ParsedRequest:
+    fields = _object(body)
+    _check_fields(fields, CHAT_FIELDS)
+    messages = _messages(fields.get("messages"))
+    max_tokens = _max_tokens(fields, "max_completion_tokens") or _max_tokens(fields, "max_tokens")
+    # Checked against their limits first, so the limits hold once they are supported.
+    if check_top_logprobs(fields.get("top_logprobs")) is not None:
+        raise UnsupportedParameter("top_logprobs is not supported yet", param="top_logprobs")
+    if check_logit_bias(fields.get("logit_bias"), vocab_size):
+        raise UnsupportedParameter("logit_bias is not supported yet", param="logit_bias")
+    choice = parse_tools(
+        fields.get("tools"), fields.get("tool_choice"), fields.get("parallel_tool_calls")
+    )
+    if choice is None:
+        return _parsed(fields, defaults, model, max_tokens, messages=messages)
+    if choice.constraint is not None and fields.get("response_format") is not None:
+        raise InvalidRequest(
+            "a required tool call and 'response_format' cannot be combined", param="tool_choice"
+        )
+    parsed = _parsed(fields, defaults, model, max_tokens, messages=messages, tools=choice.tools)
+    if choice.constraint is None:
+        return parsed
+    gen = parsed.generation
+    sampling = replace(gen.sampling, constraint=choice.constraint)
+    return replace(parsed, generation=replace(gen, sampling=sampling, constraint_param="tools"))
+
+
+def parse_completion(body: Any, defaults: SamplingParams, *, model: str) -> ParsedRequest:
+    fields = _object(body)
+    _check_fields(fields, COMPLETION_FIELDS)
+    prompt = fields.get("prompt")
+    if prompt is None:
+        raise InvalidRequest(
+            "'prompt' is required", param="prompt", code="missing_required_parameter"
+        )
+    if not isinstance(prompt, str):
+        raise InvalidRequest("'prompt' must be a string", param="prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidRequest(
+            f"'prompt' exceeds {MAX_PROMPT_CHARS} characters", param="prompt", code="too_long"
+        )
+    if fields.get("echo") not in (None, False):
+        raise UnsupportedParameter("'echo' is not supported yet", param="echo")
+    if fields.get("best_of") not in (None, 1):
+        raise UnsupportedParameter("best_of > 1 is not supported", param="best_of")
+    max_tokens = _max_tokens(fields, "max_tokens")
+    suffix = fields.get("suffix")
+    if suffix is None or suffix == "":
+        return _parsed(fields, defaults, model, max_tokens, prompt=prompt)
+    if not isinstance(suffix, str) or len(suffix) > MAX_PROMPT_CHARS:
+        raise InvalidRequest(
+            f"'suffix' must be a string of at most {MAX_PROMPT_CHARS} characters", param="suffix"
+        )
+    # A suffix makes this fill-in-the-middle: an IDE completion, so interactive.
+    fim = Fim(prefix=prompt, suffix=suffix)
+    return _parsed(fields, defaults, model, max_tokens, fim=fim, priority=INTERACTIVE)
+
+
+def model_name(body: Any) -> str:
+    value = _object(body).get("model")
+    if value is None:
+        raise InvalidRequest(
+            "'model' is required", param="model", code="missing_required_parameter"
+        )
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest("'model' must be a non-empty string", param="model")
+    return value
+
+
+def _parsed(
+    fields: Mapping[str, Any],
+    defaults: SamplingParams,
+    model: str,
+    max_tokens: int | None,
+    **prompt: Any,
+) -> ParsedRequest:
+    n = fields.get("n")
+    if n is not None and (type(n) is not int or n != 1):
+        raise UnsupportedParameter("n > 1 is not supported; send separate requests", param="n")
+    if fields.get("logprobs") not in (None, False):
+        raise UnsupportedParameter("logprobs are not supported yet", param="logprobs")
+    stream = _bool(fields, "stream")
+    if _bool(fields, "interactive"):
+        prompt.setdefault("priority", INTERACTIVE)
+    sampling = _sampling(fields, defaults)
+    constraint = parse_response_format(fields.get("response_format"))
+    if constraint is not None:
+        sampling = replace(sampling, constraint=constraint)
+    generation = GenerationRequest(
+        request_id=_request_id(),
+        model=model,
+        sampling=sampling,
+        max_tokens=max_tokens,
+        stop=_stop(fields.get("stop")),
+        arrival=time.monotonic(),
+        **prompt,
+    )
+    return ParsedRequest(generation, stream, _include_usage(fields, stream))
+
+
+def _request_id() -> str:
+    return uuid.uuid4().hex[:24]
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+def _check_fields(fields: Mapping[str, Any], allowed: set[str]) -> None:
+    for name in fields:
+        if name in _UNSUPPORTED and fields[name] is not None:
+            raise UnsupportedParameter(f"'{name}': {_UNSUPPORTED[name]}", param=name)
+        if name not in allowed and name not in _UNSUPPORTED:
+            raise UnsupportedParameter(f"unrecognized request argument: '{name}'", param=name)
+
+
+def _messages(value: Any) -> tuple[ChatMessage, ...]:
+    if value is None:
+        raise InvalidRequest(
+            "'messages' is required", param="messages", code="missing_required_parameter"
+        )
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    if len(value) > MAX_MESSAGES:
+        raise InvalidRequest(
+            f"'messages' allows at most {MAX_MESSAGES} messages", param="messages", code="too_long"
+        )
+    messages = tuple(_message(i, m) for i, m in enumerate(value))
+    if sum(len(m.content) for m in messages) > MAX_PROMPT_CHARS:
+        raise InvalidRequest(
+            f"the messages exceed {MAX_PROMPT_CHARS} characters in all",
+            param="messages",
+            code="too_long",
+        )
+    return messages
+
+
+def _message(i: int, value: Any) -> ChatMessage:
+    param = f"messages[{i}]"
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"'{param}' must be an object", param=param)
+    role = value.get("role")
+    if role not in _ROLES:
+        allowed = ", ".join(sorted(_ROLES))
+        raise InvalidRequest(f"'{param}.role' must be one of {allowed}", param=f"{param}.role")
+    keys = {"role", "content", "name"} | _ROLE_KEYS.get(role, set())
+    for key in value:
+        if key not in keys:
+            raise UnsupportedParameter(f"'{param}.{key}' is not supported", param=f"{param}.{key}")
+    role = "system" if role == "developer" else role
+    calls = value.get("tool_calls")
+    if role == "assistant" and calls is not None:
+        content = value.get("content")
+        text = "" if content is None else _content(content, f"{param}.content")
+        return ChatMessage(role, text, parse_tool_calls(calls, f"{param}.tool_calls"))
+    call_id = value.get("tool_call_id")
+    if role == "tool" and not isinstance(call_id, str):
+        raise InvalidRequest(f"'{param}.tool_call_id' must be a string", param=param)
+    name = value.get("name") if isinstance(value.get("name"), str) else None
+    content = _content(value.get("content"), f"{param}.content")
+    return ChatMessage(role, content, tool_call_id=call_id, name=name)
+
+
+def _content(value: Any, param: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for j, part in enumerate(value):
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise UnsupportedParameter(
+                    f"'{param}[{j}]': only text content parts are supported", param=param
+                )
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise InvalidRequest(f"'{param}[{j}].text' must be a string", param=param)
+            parts.append(text)
+        return "".join(parts)
+    raise InvalidRequest(f"'{param}' must be a string or an array of text parts", param=param)
+
+
+def _max_tokens(fields: Mapping[str, Any], name: str) -> int | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidRequest(f"'{name}' must be a positive integer", param=name)
+    return value
+
+
+def _number(fields: Mapping[str, Any], name: str, lo: float, hi: float) -> float | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not lo <= value <= hi:
+        raise InvalidRequest(f"'{name}' must be a number from {lo:g} to {hi:g}", param=name)
+    return float(value)
+
+
+def _sampling(fields: Mapping[str, Any], defaults: SamplingParams) -> SamplingParams:
+    changes: dict[str, Any] = {}
+    for name, lo, hi in (
+        ("temperature", 0.0, 2.0),
+        ("top_p", 0.0, 1.0),
+        ("min_p", 0.0, 1.0),
+        ("presence_penalty", -2.0, 2.0),
+        ("frequency_penalty", -2.0, 2.0),
+    ):
+        value = _number(fields, name, lo, hi)
+        if value is not None:
+            changes[name] = value
+    for name, hi in (("top_k", 100_000), ("seed", 2**63 - 1)):
+        value = _number(fields, name, -(2**63) if name == "seed" else 0, hi)
+        if value is not None:
+            if value != int(value):
+                raise InvalidRequest(f"'{name}' must be an integer", param=name)
+            raw = fields[name]  # an int keeps every bit; a float was range-checked
+            changes[name] = raw if type(raw) is int else int(value)
+    if fields.get("ignore_eos") is not None:
+        changes["ignore_eos"] = _bool(fields, "ignore_eos")
+    return replace(defaults, **changes)
+
+
+def check_top_logprobs(value: Any) -> int | None:
+    """``top_logprobs``: an integer from 0 to MAX_TOP_LOGPROBS."""
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise InvalidRequest(
+            f"'top_logprobs' must be an integer from 0 to {MAX_TOP_LOGPROBS}", param="top_logprobs"
+        )
+    return value
+
+
+def check_logit_bias(value: Any, vocab_size: int) -> dict[int, float]:
+    """``logit_bias``: at most MAX_LOGIT_BIAS token ids of the vocabulary → -100..100."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_LOGIT_BIAS:
+        raise InvalidRequest(
+            f"'logit_bias' must be an object of at most {MAX_LOGIT_BIAS} entries",
+            param="logit_bias",
+        )
+    bias: dict[int, float] = {}
+    for key, number in value.items():
+        digits = isinstance(key, str) and 0 < len(key) <= 10 and key.isascii() and key.isdigit()
+        token = int(key) if digits else -1
+        ok = isinstance(number, int | float) and not isinstance(number, bool)
+        if not 0 <= token < vocab_size or not ok or not -100 <= number <= 100:
+            raise InvalidRequest(
+                f"'logit_bias' maps token ids from 0 to {vocab_size - 1} to numbers from "
+                f"-100 to 100; {str(key)[:40]!r} is not one",
+                param="logit_bias",
+            )
+        bias[token] = float(number)
+    return bias
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise InvalidRequest("'stop' must be a string or an array of strings", param="stop")
+    if len(stops) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_LENGTH for s in stops):
+        raise InvalidRequest(
+            f"'stop' allows at most {MAX_STOP_STRINGS} strings of {MAX_STOP_LENGTH} characters",
+            param="stop",
+        )
+    return tuple(s for s in stops if s)
+
+
+def _bool(fields: Mapping[str, Any], name: str) -> bool:
+    value = fields.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"'{name}' must be a boolean", param=name)
+    return value
+
+
+def _include_usage(fields: Mapping[str, Any], stream: bool) -> bool:
+    options = fields.get("stream_options")
+    if options is None:
+        return False
+    if not stream:
+        raise InvalidRequest(
+            "'stream_options' is only allowed with stream: true", param="stream_options"
+        )
+    if not isinstance(options, dict) or set(options) - {"include_usage"}:
+        raise InvalidRequest("'stream_options' supports only include_usage", param="stream_options")
+    return _bool(options, "include_usage")
+
+
+def parse_tokenize(body: Any) -> tuple[str, bool]:
+    fields = _object(body)
+    _check_fields(fields, {"model", "content", "add_special"})
+    content = fields.get("content")
+    if not isinstance(content, str):
+        raise InvalidRequest("'content' must be a string", param="content")
+    return content, _bool(fields, "add_special")
+
+
+def parse_detokenize(body: Any, vocab_size: int) -> list[int]:
+    fields = _object(body)
+    _check_fields(fields, {"model", "tokens"})
+    tokens = fields.get("tokens")
+    valid = isinstance(tokens, list) and all(
+        isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab_size for t in tokens
+    )
+    if not valid:
+        raise InvalidRequest(
+            f"'tokens' must be an array of token ids from 0 to {vocab_size - 1}", param="tokens"
+        )
+    assert isinstance(tokens, list)
+    return tokens

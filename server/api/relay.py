@@ -1,0 +1,127 @@
+"""An accepted generation's events on their way to its HTTP response: what the
+generation routes (chat, completions, ``/infill``) share around their own formatting.
+
+A route makes a :class:`Relay` once the engine has accepted the request, reads
+``relay.events()`` into its response shape, and calls ``relay.close()`` in a ``finally``.
+The relay turns a timeout into a ``Failed`` event, counts the request as in flight for
+the drain, writes the access-log line, and drops the sequence when the response ends
+before the last event (the client went away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+
+from server.api.timeouts import Deadline
+from server.engine.hub import ModelHub
+from server.engine.inbox import RequestStream
+from server.engine.loop import Engine
+from server.engine.requests import Accepted, Event, Failed, Finished, GenerationRequest, Usage
+from server.errors import HearthError, InternalError, RequestTimeout
+
+access_log = logging.getLogger("hearth.requests")
+
+
+class ClientGone(HearthError):
+    status = 499
+    type = "client_closed_request"
+
+
+class Relay:
+    def __init__(
+        self,
+        request: Request,
+        engine: Engine,
+        stream: RequestStream,
+        deadline: Deadline,
+        gen: GenerationRequest,
+        *,
+        streamed: bool,
+    ) -> None:
+        self._hub: ModelHub = request.app.state.hub
+        self._engine = engine
+        self._stream = stream
+        self._deadline = deadline
+        self._gen = gen
+        self._streamed = streamed
+        self.done = False  # the last event (Finished or Failed) has been read
+        self._outcome = "client_gone"
+        self._usage: Usage | None = None
+        self._hub.inflight += 1
+        # A response sent whole watches for the client leaving, so its sequence is freed
+        # at once; a streamed one notices when a write fails.
+        self._watcher = (
+            None if streamed else asyncio.create_task(self._abort_on_disconnect(request))
+        )
+
+    async def events(self) -> AsyncIterator[Event]:
+        """The events up to and including the last one."""
+        while not self.done:
+            yield await self._next()
+
+    async def _next(self) -> Event:
+        try:
+            event = await self._deadline.next(self._stream)
+        except RequestTimeout as exc:
+            event = Failed(exc)
+        if isinstance(event, Accepted):  # only ever the first, which start() read
+            event = Failed(InternalError("unexpected event order"))
+        if isinstance(event, Finished):
+            self.done = True
+            self._outcome, self._usage = event.reason.value, event.usage
+        elif isinstance(event, Failed):
+            self.done = True
+            self._outcome = f"error:{event.error.code or event.error.status}"
+        return event
+
+    async def _abort_on_disconnect(self, request: Request) -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                self._engine.abort(self._stream.request_id)
+                self._stream.push(Failed(ClientGone("the client disconnected")))
+                return
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if not self.done:
+            self._engine.abort(self._stream.request_id)
+        self._hub.inflight -= 1
+        record: dict[str, object] = {
+            "id": self._gen.request_id,
+            "model": self._gen.model,
+            "stream": self._streamed,
+            "outcome": self._outcome,
+            "seconds": round(time.monotonic() - self._gen.arrival, 3),
+        }
+        if self._usage is not None:
+            record |= {
+                "prompt_tokens": self._usage.prompt_tokens,
+                "cached_tokens": self._usage.cached_tokens,
+                "completion_tokens": self._usage.completion_tokens,
+            }
+        access_log.info("%s", json.dumps(record))
+
+
+async def start(
+    request: Request, engine: Engine, gen: GenerationRequest
+) -> tuple[RequestStream, Deadline]:
+    """Submit ``gen`` and wait until the engine accepts it; a refusal raises here,
+    before any response starts."""
+    deadline = Deadline(engine, gen, request.app.state.settings)
+    stream = engine.submit(gen, asyncio.get_running_loop())
+    try:
+        first = await deadline.next(stream)
+    except asyncio.CancelledError:
+        engine.abort(gen.request_id)
+        raise
+    if isinstance(first, Failed):
+        raise first.error
+    return stream, deadline

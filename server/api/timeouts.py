@@ -1,0 +1,92 @@
+"""Per-request time limits: the whole request, and the wait for its first token.
+
+A request that runs past either ends: a 504 before the response started, a final SSE
+error event after it, and in both cases its sequence is aborted. A client that stops
+reading a stream blocks the send, not the engine: :class:`TimedStreamingResponse`
+bounds the send as well, so a stalled client cannot hold a sequence past the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from server.engine.inbox import RequestStream
+from server.engine.loop import Engine
+from server.engine.requests import Accepted, Event, GenerationRequest
+from server.errors import RequestTimeout
+from server.settings import Settings
+
+log = logging.getLogger("hearth.timeouts")
+# A stream whose send is still blocked this long after the deadline is cut.
+SEND_GRACE_S = 2.0
+
+
+class Deadline:
+    """The clock of one request; ``next`` is ``stream.next`` under the request's limits."""
+
+    def __init__(self, engine: Engine, gen: GenerationRequest, settings: Settings) -> None:
+        self._engine = engine
+        self._request_id = gen.request_id
+        # GenerationRequest.arrival is time.monotonic(), which the event loop's clock is.
+        self.end = gen.arrival + settings.request_timeout
+        self._first_end = gen.arrival + settings.first_token_timeout
+        self._request_timeout = settings.request_timeout
+        self._first_token_timeout = settings.first_token_timeout
+        self._started = False
+
+    async def next(self, stream: RequestStream) -> Event:
+        """The next event; on expiry the sequence is aborted and RequestTimeout raised."""
+        first = not self._started and self._first_end < self.end
+        try:
+            async with asyncio.timeout_at(self._first_end if first else self.end):
+                event = await stream.next()
+        except TimeoutError:
+            self._engine.abort(self._request_id)
+            raise self._error(first) from None
+        if not isinstance(event, Accepted):  # text, a tool call, the end, an error
+            self._started = True
+        return event
+
+    def _error(self, first: bool) -> RequestTimeout:
+        if first:
+            return RequestTimeout(
+                f"no token within {self._first_token_timeout:g} s (HEARTH_FIRST_TOKEN_TIMEOUT)",
+                code="first_token_timeout",
+            )
+        return RequestTimeout(
+            f"the request ran past {self._request_timeout:g} s (HEARTH_REQUEST_TIMEOUT)"
+        )
+
+
+class TimedStreamingResponse(StreamingResponse):
+    """A stream cut ``SEND_GRACE_S`` after its deadline even while a send is blocked
+    on a client that stopped reading; closing the body aborts the sequence."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        deadline: Deadline,
+        *,
+        media_type: str,
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self._body = content
+        self._end = deadline.end + SEND_GRACE_S
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with asyncio.timeout_at(self._end):
+                await super().__call__(scope, receive, send)
+        except TimeoutError:
+            log.warning("a stream's client stopped reading; cut at the request timeout")
+            aclose = getattr(self._body, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()

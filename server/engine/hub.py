@@ -1,0 +1,172 @@
+"""The loaded models: one engine each, looked up by name or alias."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from backends import registry
+from backends.base import LoadRequest
+from backends.hardware import Hardware
+from server.config import ModelConfig, ModelsFile
+from server.engine.loop import Engine, EngineState
+from server.engine.metrics import Metrics
+from server.errors import ModelNotFound, ModelUnavailable
+
+log = logging.getLogger("hearth.hub")
+
+
+class ModelHub:
+    def __init__(
+        self,
+        models: ModelsFile,
+        load: Sequence[str],
+        *,
+        hardware: Hardware,
+        metrics: Metrics,
+        max_waiting: int,
+        plugins: dict[str, registry.PluginInfo] | None = None,
+    ) -> None:
+        self.models = models
+        self._plugins = plugins
+        self.metrics = metrics
+        self._hw = hardware
+        self._to_load = [self._config(name) for name in (load or [models.default])]
+        self._max_waiting = max_waiting
+        self.engines: dict[str, Engine] = {}
+        self.load_errors: dict[str, str] = {}
+        self.backend_names: dict[str, str] = {}
+        self.draining = False
+        self.inflight = 0  # generation requests between submit and their last byte
+        self._served: set[str] = set()  # engines that reached READY
+
+    def _config(self, name: str) -> ModelConfig:
+        config = self.models.resolve(name)
+        if config is None:
+            raise ModelNotFound(f"model {name!r} is not in {self.models.path}", param="model")
+        return config
+
+    def start(self) -> None:
+        """Load every model to serve, each on its own engine thread; wait for all."""
+        plugins = self._plugins if self._plugins is not None else registry.discover()
+        for config in self._to_load:
+            try:
+                info = registry.choose(config.backend, config.path, plugins, self._hw)
+            except registry.BackendUnavailable as exc:
+                self.load_errors[config.name] = str(exc)
+                log.error("model %s: %s", config.name, exc)
+                continue
+            assert info.plugin is not None
+            self.backend_names[config.name] = info.name
+            engine = Engine(
+                config.name,
+                info.plugin,
+                self._load_request(config),
+                metrics=self.metrics,
+                max_waiting=self._max_waiting,
+                default_max_tokens=config.default_max_tokens,
+            )
+            self.engines[config.name] = engine
+            engine.start()
+        for name, engine in self.engines.items():
+            engine.wait_loaded()
+            if engine.state is EngineState.READY:
+                self._served.add(name)
+
+    def _load_request(self, config: ModelConfig) -> LoadRequest:
+        return LoadRequest(
+            name=config.name,
+            path=config.path,
+            context_length=config.context_length,
+            max_sequences=config.max_sequences,
+            threads=config.threads or self._hw.physical_cores,
+            gpu_layers=config.gpu_layers,
+            tensor_split=config.tensor_split,
+            chat_template=config.chat_template,
+            batch_tokens=config.batch_tokens,
+            options=config.options,
+            gpu_memory_limit=config.gpu_memory_limit,
+            kv_cache_type=config.kv_cache_type,
+            main_gpu=config.main_gpu,
+        )
+
+    def engine_for(self, name: str) -> tuple[Engine, ModelConfig]:
+        """The engine serving ``name``. Model names are keys, never paths."""
+        config = self.models.resolve(name)
+        if config is None:
+            raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+        if self.draining:
+            raise ModelUnavailable("the server is shutting down", retry_after=10)
+        engine = self.engines.get(config.name)
+        if engine is None:
+            reason = self.load_errors.get(config.name, "it is not loaded in this server")
+            raise ModelUnavailable(f"model {config.name!r} is unavailable: {reason}")
+        if engine.state is not EngineState.READY:
+            detail = f": {engine.error}" if engine.error else ""
+            raise ModelUnavailable(
+                f"model {config.name!r} is {engine.state.value}{detail}", retry_after=5
+            )
+        return engine, config
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [self._describe(config) for config in self.models.models.values()]
+
+    def _describe(self, config: ModelConfig) -> dict[str, Any]:
+        engine = self.engines.get(config.name)
+        if engine is not None:
+            state, error = engine.state.value, engine.error
+        else:
+            error = self.load_errors.get(config.name)
+            state = "failed" if error else "not_loaded"
+        caps = engine.backend.capabilities if engine and engine.backend else None
+        return {
+            "id": config.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "hearth",
+            "aliases": list(config.aliases),
+            "backend": self.backend_names.get(config.name, config.backend),
+            "context_length": caps.context_length if caps else config.context_length,
+            # llama-server's names, which editor plugins read; null until loaded.
+            "n_ctx": caps.context_length if caps else None,
+            "n_vocab": caps.vocab_size if caps else None,
+            "fim": caps.fim if caps else None,
+            "max_sequences": config.max_sequences,
+            "loaded": state == EngineState.READY.value,
+            "state": state,
+            "error": error,
+        }
+
+    def start_drain(self) -> None:
+        self.draining = True
+
+    def cut_remaining(self) -> None:
+        """End every running and queued request with an error (drain window over)."""
+        for engine in self.engines.values():
+            engine.cancel_all("the server is shutting down")
+
+    def dead_engines(self) -> list[str]:
+        """Engines that served and then failed (not those that never loaded)."""
+        return [name for name in self._served if self.engines[name].state is EngineState.FAILED]
+
+    def not_ready_reason(self) -> str:
+        if self.draining:
+            return "the server is shutting down"
+        problems = [f"{name}: {error}" for name, error in self.load_errors.items()]
+        for name, engine in self.engines.items():
+            if engine.state is not EngineState.READY:
+                problems.append(f"{name}: {engine.state.value} {engine.error or ''}".strip())
+        return "; ".join(problems) or "no model is loaded"
+
+    def ready(self) -> bool:
+        return (
+            not self.draining
+            and not self.load_errors
+            and bool(self.engines)
+            and all(e.state is EngineState.READY for e in self.engines.values())
+        )
+
+    def stop(self) -> None:
+        for engine in self.engines.values():
+            engine.stop()

@@ -1,0 +1,323 @@
+"""One engine thread per loaded model: it owns every call into that model's backend.
+
+The HTTP side talks to an engine through :meth:`Engine.submit`, :meth:`Engine.abort` and
+:meth:`Engine.call`, which only put commands on the engine's inbox (thread-safe). The
+engine answers each request through its :class:`RequestStream`, an asyncio queue filled
+with ``loop.call_soon_threadsafe``; errors travel as :class:`Failed` values and are
+raised on the HTTP side. Each loop iteration is one step: take commands, admit, plan,
+run one batched forward pass, hand out the tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from backends.base import Backend, BackendError, BackendPlugin, LoadRequest, OutOfMemory, Work
+from server.engine.inbox import STOP, Abort, Call, CancelAll, RequestStream, Submit
+from server.engine.metrics import Metrics
+from server.engine.requests import (
+    Accepted,
+    Failed,
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    TextDelta,
+)
+from server.engine.scheduler import QueueFullError, Scheduler, SeqState
+from server.engine.sequences import Active, prepare
+from server.errors import HearthError, InternalError, ModelUnavailable, QueueFull
+
+log = logging.getLogger("hearth.engine")
+MAX_STEP_ERRORS = 3
+RETRY_AFTER_S = 5  # a request refused for memory: running ones free some within seconds
+T = TypeVar("T")
+
+
+class EngineState(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class Engine:
+    def __init__(
+        self,
+        name: str,
+        plugin: BackendPlugin,
+        load: LoadRequest,
+        *,
+        metrics: Metrics,
+        max_waiting: int,
+        default_max_tokens: int,
+    ) -> None:
+        self.name = name
+        self.state = EngineState.LOADING
+        self.error: str | None = None
+        self.backend: Backend | None = None
+        self._plugin = plugin
+        self._load = load
+        self._metrics = metrics
+        self._max_waiting = max_waiting
+        self._default_max_tokens = default_max_tokens
+        self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._loaded = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=f"engine-{name}", daemon=True)
+        self._active: dict[int, Active] = {}
+        self._by_request: dict[str, int] = {}
+        self._next_seq = 0
+        self._scheduler: Scheduler | None = None
+        self._step_errors = 0
+        self._widest_step = 0  # the most sequences one step has advanced
+
+    # -- the HTTP side (any thread) --------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.capabilities.vocab_size if self.backend else 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        return self._loaded.wait(timeout)
+
+    def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> RequestStream:
+        if self.state is not EngineState.READY:
+            raise ModelUnavailable(
+                f"model {self.name!r} is {self.state.value}"
+                + (f": {self.error}" if self.error else ""),
+                retry_after=5,
+            )
+        stream = RequestStream(request.request_id, loop)
+        self._inbox.put(Submit(request, stream))
+        return stream
+
+    def abort(self, request_id: str) -> None:
+        """The client went away: drop its sequence before the next step."""
+        self._inbox.put(Abort(request_id))
+
+    def call(self, fn: Callable[[Backend], T]) -> concurrent.futures.Future[T]:
+        """Run ``fn(backend)`` on the engine thread (tokenize and the like)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        if self.state is not EngineState.READY:
+            future.set_exception(ModelUnavailable(f"model {self.name!r} is {self.state.value}"))
+        else:
+            self._inbox.put(Call(fn, future))
+        return future
+
+    def cancel_all(self, message: str) -> None:
+        """End every request of this engine with a 503 error event."""
+        self._inbox.put(CancelAll(message))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._inbox.put(STOP)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # -- the engine thread -----------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self.backend = self._plugin.load(self._load)
+        except Exception as exc:
+            self.error = str(exc) if isinstance(exc, BackendError) else f"load failed: {exc!r}"
+            self.state = EngineState.FAILED
+            log.error("model %s failed to load: %s", self.name, self.error)
+            self._loaded.set()
+            return
+        caps = self.backend.capabilities
+        self._scheduler = Scheduler(
+            max_running=caps.max_sequences,
+            kv_capacity=caps.context_length,
+            step_tokens=max(self._load.batch_tokens, caps.max_sequences),
+            max_waiting=self._max_waiting,
+        )
+        self._metrics.set("hearth_kv_cache_capacity_tokens", caps.context_length, model=self.name)
+        self.state = EngineState.READY
+        self._loaded.set()
+        try:
+            self._run(self.backend, self._scheduler)
+        except Exception:
+            log.exception("engine %s died", self.name)
+            self.error = "the engine failed; see the server log"
+            self.state = EngineState.FAILED
+            self._fail_all(InternalError("the model's engine failed"))
+        finally:
+            if self.state is EngineState.READY:
+                self.state = EngineState.STOPPED
+            self.backend.close()
+
+    def _run(self, backend: Backend, scheduler: Scheduler) -> None:
+        while True:
+            if not self._drain(block=not scheduler.has_work()):
+                self._fail_all(ModelUnavailable("the server is shutting down", retry_after=5))
+                return
+            for seq in scheduler.admit():
+                self._admit(backend, seq)
+            for seq_id in scheduler.out_of_room():
+                self._end(seq_id, finished=FinishReason.LENGTH)
+            work = scheduler.plan()
+            if work:
+                self._step(backend, scheduler, work)
+            self._gauges(backend, scheduler)
+
+    def _admit(self, backend: Backend, seq: SeqState) -> None:
+        """Start a sequence in the backend; if that raises, only this request fails."""
+        active = self._active[seq.seq_id]
+        try:
+            seq.fed = backend.add(seq.seq_id, active.prompt, active.request.sampling)
+        except OutOfMemory as exc:
+            self._end(seq.seq_id, failed=ModelUnavailable(str(exc), retry_after=RETRY_AFTER_S))
+            return
+        except Exception:
+            log.exception("request %s could not start", active.request.request_id)
+            self._end(seq.seq_id, failed=InternalError("the model could not start this request"))
+            return
+        active.on_admitted(seq.fed, self._metrics)
+
+    def _step(self, backend: Backend, scheduler: Scheduler, work: list[Work]) -> None:
+        try:
+            deltas, failures = backend.step(work)
+        except Exception:
+            # The batch's requests fail with an error event; the next ones are served.
+            # A backend that keeps raising is broken: the engine dies (readiness 503,
+            # the process exits for its supervisor to restart it).
+            self._step_errors += 1
+            log.exception("step failed (%d in a row)", self._step_errors)
+            if self._step_errors >= MAX_STEP_ERRORS:
+                raise
+            for w in work:
+                if w.seq_id in self._active:
+                    self._end(w.seq_id, failed=InternalError("the model failed on this batch"))
+            return
+        self._step_errors = 0
+        self._count_step(len(work))
+        scheduler.advance(work)
+        for failure in failures:
+            for seq_id in failure.seq_ids:
+                self._end(seq_id, failed=InternalError(failure.message), release=False)
+        for delta in deltas:
+            active = self._active[delta.seq_id]
+            reason = active.on_delta(delta, self._metrics)
+            if reason is not None:
+                self._end(delta.seq_id, finished=reason)
+
+    def _count_step(self, n: int) -> None:
+        self._metrics.inc("hearth_steps_total", model=self.name)
+        self._metrics.inc("hearth_step_sequences_total", n, model=self.name)
+        if n > self._widest_step:
+            self._widest_step = n
+            self._metrics.set("hearth_step_sequences_max", n, model=self.name)
+
+    def _drain(self, *, block: bool) -> bool:
+        """Handle inbox commands; wait for one when idle. False means stop."""
+        while True:
+            try:
+                item = self._inbox.get(block=block)
+            except queue.Empty:
+                return True
+            block = False
+            if item is STOP:
+                return False
+            if isinstance(item, Submit):
+                self._accept(item)
+            elif isinstance(item, Abort):
+                self._abort(item.request_id)
+            elif isinstance(item, Call):
+                self._call(item)
+            elif isinstance(item, CancelAll):
+                self._fail_all(ModelUnavailable(item.message, retry_after=10))
+
+    def _accept(self, item: Submit) -> None:
+        assert self.backend is not None and self._scheduler is not None
+        seq_id, self._next_seq = self._next_seq, self._next_seq + 1
+        try:
+            active, seq = prepare(
+                seq_id, item.request, item.stream, self.backend, self._default_max_tokens
+            )
+            self._scheduler.add(seq)
+        except QueueFullError:
+            self._reject(
+                item,
+                QueueFull(
+                    f"model {self.name!r} has {self._max_waiting} requests waiting; retry later",
+                    retry_after=2,
+                ),
+            )
+            return
+        except HearthError as exc:
+            self._reject(item, exc)
+            return
+        except Exception:
+            log.exception("request %s could not be prepared", item.request.request_id)
+            self._reject(item, InternalError("the request could not be prepared"))
+            return
+        self._active[seq_id] = active
+        self._by_request[item.request.request_id] = seq_id
+        item.stream.push(Accepted(prompt_tokens=len(active.prompt)))
+
+    def _reject(self, item: Submit, exc: HearthError) -> None:
+        reason = exc.code or type(exc).__name__
+        self._metrics.inc("hearth_requests_rejected_total", model=self.name, reason=reason)
+        item.stream.push(Failed(exc))
+
+    def _abort(self, request_id: str) -> None:
+        seq_id = self._by_request.get(request_id)
+        if seq_id is not None:
+            self._end(seq_id, aborted=True)
+
+    def _call(self, item: Call) -> None:
+        if not item.future.set_running_or_notify_cancel():
+            return
+        assert self.backend is not None
+        try:
+            item.future.set_result(item.fn(self.backend))
+        except Exception as exc:
+            item.future.set_exception(exc)
+
+    def _end(
+        self,
+        seq_id: int,
+        *,
+        finished: FinishReason | None = None,
+        failed: HearthError | None = None,
+        aborted: bool = False,
+        release: bool = True,
+    ) -> None:
+        assert self.backend is not None and self._scheduler is not None
+        active = self._active.pop(seq_id)
+        self._by_request.pop(active.request.request_id, None)
+        self._scheduler.finish(seq_id)
+        if release:
+            self.backend.release(seq_id)
+        outcome = "aborted" if aborted else "error" if failed else str(finished and finished.value)
+        self._metrics.inc("hearth_requests_total", model=self.name, finish_reason=outcome)
+        if failed is not None:
+            active.stream.push(Failed(failed))
+        elif finished is not None:
+            tail = active.stops.flush()
+            if tail:
+                active.stream.push(TextDelta(tail))
+            active.stream.push(Finished(finished, active.usage()))
+
+    def _fail_all(self, error: HearthError) -> None:
+        for seq_id in list(self._active):
+            try:
+                self._end(seq_id, failed=error)
+            except Exception:
+                log.exception("cleanup of sequence %d failed", seq_id)
+
+    def _gauges(self, backend: Backend, scheduler: Scheduler) -> None:
+        m, name = self._metrics, self.name
+        m.set("hearth_requests_running", len(scheduler.running), model=name)
+        m.set("hearth_requests_waiting", len(scheduler.waiting), model=name)
+        m.set("hearth_kv_cache_used_tokens", backend.kv_cache_used(), model=name)
+        m.set("hearth_kv_cache_reserved_tokens", scheduler.kv_reserved, model=name)
