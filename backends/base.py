@@ -52,6 +52,20 @@ class Constraint:
     after: str = ""
 
 
+# The sampling settings a request or models.toml may set, with their ranges (OpenAI's
+# where it has one); the integer ones must be whole numbers.
+SAMPLING_RANGES: Mapping[str, tuple[float, float]] = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "min_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+    "top_k": (0, 100_000),
+    "seed": (-(2**63), 2**63 - 1),
+}
+INTEGER_SAMPLING = frozenset({"top_k", "seed"})
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     """Per-sequence sampling, validated by the HTTP layer before it gets here."""
@@ -237,6 +251,7 @@ class LoadRequest:
     gpu_memory_limit: int | None = None  # bytes of GPU memory the model may use
     kv_cache_type: str = "f16"  # "f16", "q8_0" or "q4_0"
     main_gpu: int = 0
+    weight_repack: bool | None = None  # llama.cpp extra CPU buffer types; None: auto
 
 
 class BackendPlugin(Protocol):

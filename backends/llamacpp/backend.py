@@ -34,6 +34,7 @@ from backends.base import (
     Work,
 )
 from backends.fim import FimTokens, fim_prompt
+from backends.llamacpp import cpu
 from backends.llamacpp import gpu as llamacpp_gpu
 from backends.llamacpp.grammars import to_gbnf
 from backends.options import prefix_options
@@ -93,6 +94,14 @@ def gpu_offload_supported() -> bool:
     return bool(ll.llama_supports_gpu_offload())
 
 
+def repack_choice(setting: bool | None) -> cpu.RepackChoice:
+    """Whether this build may repack weights on this CPU (see backends.llamacpp.cpu)."""
+    import llama_cpp as ll
+
+    info = ll.llama_print_system_info().decode("utf-8", "replace")
+    return cpu.choose(setting, cpu.build_features(info), cpu.cpu_flags())
+
+
 class LlamaCppBackend:
     """A loaded GGUF model and its batch of sequences (see the module docstring)."""
 
@@ -136,6 +145,7 @@ class LlamaCppBackend:
                 "threads": request.threads,
                 "gpu_layers": self._placement.gpu_layers,
                 "kv_cache_type": request.kv_cache_type,
+                "weight_repack": self._repack.reason,
             },
         )
 
@@ -143,6 +153,8 @@ class LlamaCppBackend:
         ll = self._ll
         params = ll.llama_model_default_params()
         self._placement = llamacpp_gpu.apply_model(ll, params, request)
+        self._repack = repack_choice(request.weight_repack)
+        params.use_extra_bufts = self._repack.enabled
         model = ll.llama_model_load_from_file(str(request.path).encode(), params)
         if not model:
             raise ModelLoadError(

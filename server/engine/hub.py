@@ -89,6 +89,7 @@ class ModelHub:
             gpu_memory_limit=config.gpu_memory_limit,
             kv_cache_type=config.kv_cache_type,
             main_gpu=config.main_gpu,
+            weight_repack=config.weight_repack,
         )
 
     def engine_for(self, name: str) -> tuple[Engine, ModelConfig]:
