@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.base import SamplingParams
+from backends.base import INTEGER_SAMPLING, SAMPLING_RANGES, SamplingParams
 
 DEFAULT_MODELS_FILE = Path(__file__).resolve().parent.parent / "models.toml"
 
@@ -20,13 +20,12 @@ _KEYS = {
     "aliases", "backend", "path", "source", "sha256", "context_length", "max_sequences",
     "threads", "gpu_layers", "tensor_split", "chat_template", "chat_template_file",
     "sampling", "batch_tokens", "default_max_tokens", "options", "gpu_memory_limit",
-    "kv_cache_type", "main_gpu",
+    "kv_cache_type", "main_gpu", "weight_repack",
 }  # fmt: skip
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
-_SAMPLING_KEYS = set(SamplingParams.__dataclass_fields__)
 
 
 class ConfigError(Exception):
@@ -49,6 +48,7 @@ class ModelConfig:
     gpu_memory_limit: int | None = None  # bytes
     kv_cache_type: str = "f16"
     main_gpu: int = 0
+    weight_repack: bool | None = None  # None: auto (backends/llamacpp/cpu.py)
     chat_template: str | None = None
     batch_tokens: int = 512
     default_max_tokens: int = 4096
@@ -132,6 +132,7 @@ def _parse_model(name: str, table: Any, base: Path, cache_dir: Path) -> ModelCon
         gpu_memory_limit=get.size("gpu_memory_limit"),
         kv_cache_type=get.choice("kv_cache_type", KV_CACHE_TYPES),
         main_gpu=get.integer("main_gpu", 0, minimum=0),
+        weight_repack=get.auto_bool("weight_repack"),
         chat_template=template,
         batch_tokens=get.integer("batch_tokens", 512, minimum=16),
         default_max_tokens=get.integer("default_max_tokens", 4096, minimum=1),
@@ -191,9 +192,9 @@ class _Getter:
 
     def integer(self, key: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
         value = self.values.get(key, default)
-        in_range = maximum is None or value <= maximum
-        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum and in_range:
-            return value
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if whole and value >= minimum and (maximum is None or value <= maximum):
+            return int(value)
         bound = f" and <= {maximum}" if maximum is not None else ""
         raise self._fail(key, f"an integer >= {minimum}{bound}")
 
@@ -204,6 +205,14 @@ class _Getter:
         if isinstance(value, int) and not isinstance(value, bool) and value >= -1:
             return value
         raise self._fail("gpu_layers", '"auto" or an integer >= -1 (-1: all)')
+
+    def auto_bool(self, key: str) -> bool | None:
+        value = self.values.get(key, "auto")
+        if value == "auto":
+            return None
+        if isinstance(value, bool):
+            return value
+        raise self._fail(key, '"auto", true or false')
 
     def size(self, key: str) -> int | None:
         value = self.values.get(key)
@@ -233,18 +242,26 @@ class _Getter:
 
     def sampling(self) -> SamplingParams:
         values = self.table_of("sampling")
-        unknown = set(values) - _SAMPLING_KEYS
+        unknown = set(values) - set(SAMPLING_RANGES)
         if unknown:
             raise ConfigError(
                 f"model {self.model!r}: unknown key(s) in sampling: {', '.join(sorted(unknown))}"
             )
         for key, value in values.items():
-            if not _is_number(value):
-                raise ConfigError(f"model {self.model!r}: sampling.{key} must be a number")
-        try:
-            return SamplingParams(**values)
-        except TypeError as exc:
-            raise ConfigError(f"model {self.model!r}: sampling: {exc}") from exc
+            lo, hi = SAMPLING_RANGES[key]
+            whole = key in INTEGER_SAMPLING
+            ok = (
+                (isinstance(value, int) and not isinstance(value, bool))
+                if whole
+                else _is_number(value)
+            )
+            if not ok or not lo <= value <= hi:
+                kind = "an integer" if whole else "a number"
+                raise ConfigError(
+                    f"model {self.model!r}: sampling.{key} must be {kind} from {lo:g} to {hi:g}, "
+                    f"got {value!r}"
+                )
+        return SamplingParams(**values)
 
 
 def parse_size(value: object) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from backends.base import ChatMessage, SamplingParams
+from backends.base import INTEGER_SAMPLING, SAMPLING_RANGES, ChatMessage, SamplingParams
 from server.api.openai.formats import parse_response_format
 from server.api.openai.tools import parse_tool_calls, parse_tools
 from server.engine.requests import INTERACTIVE, Fim, GenerationRequest
@@ -265,23 +265,17 @@ def _number(fields: Mapping[str, Any], name: str, lo: float, hi: float) -> float
 
 def _sampling(fields: Mapping[str, Any], defaults: SamplingParams) -> SamplingParams:
     changes: dict[str, Any] = {}
-    for name, lo, hi in (
-        ("temperature", 0.0, 2.0),
-        ("top_p", 0.0, 1.0),
-        ("min_p", 0.0, 1.0),
-        ("presence_penalty", -2.0, 2.0),
-        ("frequency_penalty", -2.0, 2.0),
-    ):
+    for name, (lo, hi) in SAMPLING_RANGES.items():
         value = _number(fields, name, lo, hi)
-        if value is not None:
+        if value is None:
+            continue
+        if name not in INTEGER_SAMPLING:
             changes[name] = value
-    for name, hi in (("top_k", 100_000), ("seed", 2**63 - 1)):
-        value = _number(fields, name, -(2**63) if name == "seed" else 0, hi)
-        if value is not None:
-            if value != int(value):
-                raise InvalidRequest(f"'{name}' must be an integer", param=name)
-            raw = fields[name]  # an int keeps every bit; a float was range-checked
-            changes[name] = raw if type(raw) is int else int(value)
+            continue
+        if value != int(value):
+            raise InvalidRequest(f"'{name}' must be an integer", param=name)
+        raw = fields[name]  # an int keeps every bit; a float was range-checked
+        changes[name] = raw if type(raw) is int else int(value)
     if fields.get("ignore_eos") is not None:
         changes["ignore_eos"] = _bool(fields, "ignore_eos")
     return replace(defaults, **changes)
