@@ -12,17 +12,18 @@
 # flags, so a cache or home directory copied to another CPU builds afresh instead of
 # running code compiled for instructions that CPU may lack (SIGILL).
 # Sets: LLAMA_CFLAGS (to add to CFLAGS and CXXFLAGS) and LLAMA_BUILD_KEY.
-# Needs: LLAMA_CPP_VERSION.
+# Needs: LLAMA_CPP_VERSION. LLAMA_CPUINFO: where to read the CPU's flags (/proc/cpuinfo).
 
 LLAMA_CFLAGS=""
 if [ "$(uname -m)" = x86_64 ] && [ "${HEARTH_LLAMA_AMX:-0}" != 1 ]; then
     LLAMA_CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 fi
 
+LLAMA_CPUINFO=${LLAMA_CPUINFO:-/proc/cpuinfo}
 llama_cpu_features() {
-    if [ -r /proc/cpuinfo ]; then
+    if [ -r "$LLAMA_CPUINFO" ]; then
         # x86 says "flags", ARM says "Features"; one line is enough, sorted for stability.
-        sed -n 's/^\(flags\|Features\)[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n1 \
+        sed -n 's/^\(flags\|Features\)[[:space:]]*:[[:space:]]*//p' "$LLAMA_CPUINFO" | head -n1 \
             | tr ' ' '\n' | sort -u | tr '\n' ' '
     elif command -v sysctl >/dev/null; then
         sysctl -n machdep.cpu.brand_string machdep.cpu.features machdep.cpu.leaf7_features \

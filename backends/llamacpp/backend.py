@@ -71,6 +71,12 @@ class LlamaCppPlugin:
             import llama_cpp  # noqa: F401
         except ImportError as exc:
             return f"llama-cpp-python is not installed ({exc}); pip install llama-cpp-python"
+        lacking = cpu.missing(build_features(), cpu.cpu_flags())
+        if lacking:
+            return (
+                f"this llama-cpp-python was built for another CPU: it uses {', '.join(lacking)}, "
+                "which this CPU lacks; rebuild it here with scripts/install"
+            )
         return None
 
     def accepts(self, path: Path) -> bool:
@@ -94,12 +100,16 @@ def gpu_offload_supported() -> bool:
     return bool(ll.llama_supports_gpu_offload())
 
 
-def repack_choice(setting: bool | None) -> cpu.RepackChoice:
-    """Whether this build may repack weights on this CPU (see backends.llamacpp.cpu)."""
+def build_features() -> frozenset[str]:
+    """The CPU features the installed llama.cpp was compiled with."""
     import llama_cpp as ll
 
-    info = ll.llama_print_system_info().decode("utf-8", "replace")
-    return cpu.choose(setting, cpu.build_features(info), cpu.cpu_flags())
+    return cpu.build_features(ll.llama_print_system_info().decode("utf-8", "replace"))
+
+
+def repack_choice(setting: bool | None) -> cpu.RepackChoice:
+    """Whether this build may repack weights on this CPU (see backends.llamacpp.cpu)."""
+    return cpu.choose(setting, build_features(), cpu.cpu_flags())
 
 
 class LlamaCppBackend:

@@ -20,6 +20,15 @@ from pathlib import Path
 
 _FEATURE = re.compile(r"([A-Z0-9_]+) = 1")
 
+# llama.cpp's names for the instructions a build was compiled to use, and the CPU flag
+# (/proc/cpuinfo) each needs: x86-64, then ARM.
+_NEEDS = {
+    "SSE3": "pni", "SSSE3": "ssse3", "AVX": "avx", "AVX2": "avx2", "F16C": "f16c",
+    "FMA": "fma", "BMI2": "bmi2", "AVX_VNNI": "avx_vnni", "AVX512": "avx512f",
+    "AVX512_VBMI": "avx512vbmi", "AVX512_VNNI": "avx512_vnni", "AVX512_BF16": "avx512_bf16",
+    "AMX_INT8": "amx_int8", "SVE": "sve", "DOTPROD": "asimddp", "MATMUL_INT8": "i8mm",
+}  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class RepackChoice:
@@ -46,6 +55,15 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
+def missing(build: frozenset[str], cpu: frozenset[str]) -> list[str]:
+    """Instructions the build uses that this CPU lacks: such a build dies of SIGILL
+    (one compiled on another machine and copied here). Empty where the CPU's flags are
+    unknown (no /proc/cpuinfo: macOS, where builds are made on the machine)."""
+    if not cpu:
+        return []
+    return sorted(f for f in build if f in _NEEDS and _NEEDS[f] not in cpu)
+
+
 def choose(setting: bool | None, build: frozenset[str], cpu: frozenset[str]) -> RepackChoice:
     """``setting`` is models.toml's ``weight_repack`` (``None``: auto)."""
     amx = "AMX_INT8" in build and "amx_int8" in cpu
@@ -61,5 +79,6 @@ def choose(setting: bool | None, build: frozenset[str], cpu: frozenset[str]) -> 
             "AMX out, to get repacking back",
         )
     if "REPACK" in build:
-        return RepackChoice(True, "on: weights repacked for this CPU (llama.cpp's REPACK)")
+        note = "; this build leaves out AMX, whose path crashes" if "amx_int8" in cpu else ""
+        return RepackChoice(True, f"on: weights repacked for this CPU (llama.cpp's REPACK{note})")
     return RepackChoice(True, "on: this build has no extra CPU buffer types to use")

@@ -21,10 +21,25 @@ def report(models: ModelsFile, hw: Hardware | None = None) -> str:
     for info in plugins.values():
         state = "available" if info.available else f"unavailable: {info.reason}"
         lines.append(f"  {info.name}: {state}{_gpu_note(info.name) if info.available else ''}")
+        if info.name == "llamacpp" and info.available:
+            lines += _cpu_paths(models)
     lines.append(f"models ({models.path}):")
     for config in models.models.values():
         lines.append(f"  {config.name}: {_why(config.backend, config.path, plugins, hw)}")
     return "\n".join(lines)
+
+
+def _cpu_paths(models: ModelsFile) -> list[str]:
+    """What the llama.cpp build uses of this CPU, and each weight_repack choice."""
+    from backends.llamacpp.backend import build_features, repack_choice
+
+    lines = [f"    built for: {' '.join(sorted(build_features())) or 'plain CPU'}"]
+    lines.append(f"    weight repack (auto): {repack_choice(None).reason}")
+    for config in models.models.values():
+        if config.weight_repack is not None:
+            reason = repack_choice(config.weight_repack).reason
+            lines.append(f"    weight repack for {config.name}: {reason}")
+    return lines
 
 
 def _gpu_note(name: str) -> str:

@@ -14,6 +14,7 @@ import pytest
 from server.cli.pull import default_cache_dir
 from server.config import load_models_file
 from tests.e2e.conftest import MODELS_FILE, serve
+from tests.solo_llama import solo_llama
 
 pytestmark = pytest.mark.e2e
 
@@ -70,12 +71,8 @@ def test_sixteen_streams_complete(client: openai.OpenAI) -> None:
 @pytest.fixture(scope="module")
 def scorer() -> object:
     """The default model loaded alone in this process, to re-score answers solo."""
-    import llama_cpp
-
     path = load_models_file(MODELS_FILE, default_cache_dir()).models["qwen2.5-coder-0.5b"].path
-    return llama_cpp.Llama(
-        model_path=str(path), n_ctx=512, n_threads=2, logits_all=True, verbose=False
-    )
+    return solo_llama(model_path=str(path), n_ctx=512, n_threads=2, logits_all=True, verbose=False)
 
 
 def test_batched_greedy_tokens_are_the_solo_greedy_choice(

@@ -60,6 +60,14 @@ def test_every_key(tmp_path: Path) -> None:
     assert m.gpu_layers is not None
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"), [('"auto"', None), ("true", True), ("false", False)]
+)
+def test_weight_repack(tmp_path: Path, value: str, expected: bool | None) -> None:
+    path = write(tmp_path, f'[models.m]\npath = "m.gguf"\nweight_repack = {value}\n')
+    assert load_models_file(path, tmp_path).models["m"].weight_repack is expected
+
+
 def test_gpu_layers_auto_is_none(tmp_path: Path) -> None:
     path = write(tmp_path, '[models.m]\npath = "m.gguf"\ngpu_layers = "auto"\n')
     assert load_models_file(path, tmp_path).models["m"].gpu_layers is None
@@ -86,6 +94,13 @@ def test_gpu_layers_auto_is_none(tmp_path: Path) -> None:
         ('[models.m]\npath = "a"\nchat_template_file = "nope.jinja"', "chat_template_file"),
         ('default = "z"\n[models.m]\npath = "a"', "default = 'z'"),
         ('[models.m]\npath = "a"\naliases = ["n"]\n[models.n]\npath = "b"', "'n' is also used"),
+        ('[models.m]\npath = "a"\nmax_sequences = "8"', "model 'm': key 'max_sequences'"),
+        ('[models.m]\npath = "a"\nthreads = 2.0', "model 'm': key 'threads'"),
+        ('[models.m]\npath = "a"\n[models.m.sampling]\ntop_k = 20.0', "sampling.top_k"),
+        ('[models.m]\npath = "a"\n[models.m.sampling]\ntemperature = 9', "from 0 to 2"),
+        ('[models.m]\npath = "a"\n[models.m.sampling]\ntop_p = -0.1', "sampling.top_p"),
+        ('[models.m]\npath = "a"\n[models.m.sampling]\nseed = true', "sampling.seed"),
+        ('[models.m]\npath = "a"\nweight_repack = "yes"', "key 'weight_repack'"),
         ("x = 1", "at least one [models.NAME]"),
         ("[models.m\n", "invalid TOML"),
     ],
