@@ -7,6 +7,10 @@ sequence. Sampling is hearth's own (``backends.mlx.sampling``), so each sequence
 own settings and seed. A finished sequence's KV is kept as a
 prefix for the next request that starts with the same tokens, until memory is needed.
 
+Failures are values: a forward pass that raises fails the step's sequences, a sample
+that raises fails its own sequence, each as a ``StepFailure``; ``step`` itself never
+raises for them, so no request can make the engine give up.
+
 Memory: the KV budget is what fits under the memory limit (the wired-memory limit on a
 Mac) after the weights, so the scheduler never admits more than fits; a sequence that
 would still push memory past the limit is refused with a retryable error.
@@ -206,14 +210,19 @@ class MlxBackend:
             for seq_id in ids:
                 self._drop(seq_id, keep_prefix=False)
             return [], [StepFailure(ids, f"MLX forward pass failed: {exc}")]
-        deltas = []
+        deltas, failures = [], []
         for w in work:
             seq = self._seqs[w.seq_id]
             seq.tokens.extend(seq.pending[: w.n_tokens])
             del seq.pending[: w.n_tokens]
-            if w.sample:
+            if not w.sample:
+                continue
+            try:
                 deltas.append(self._sample(w.seq_id, seq, logits[w.seq_id]))
-        return deltas, []
+            except Exception as exc:  # one sequence's bad sample fails that sequence only
+                self._drop(w.seq_id, keep_prefix=False)
+                failures.append(StepFailure((w.seq_id,), f"sampling failed: {exc}"))
+        return deltas, failures
 
     def _forward(self, work: Sequence[Work]) -> dict[int, Any]:
         """Run the step's forward passes; the last-position logits of each sampling

@@ -4,6 +4,11 @@ The chain follows llama.cpp's, so the same settings mean the same thing on every
 backend: end-of-generation ban (``ignore_eos``), presence and frequency penalties over
 the last generated tokens, then greedy, or top-k, top-p, min-p, temperature and a draw
 from a per-sequence generator (seeded when the request gives a seed).
+
+As in llama.cpp, a ``top_k`` at or above the number of logits cuts nothing. A seed is
+any 64-bit integer, negative included (the API's range); NumPy's generator takes only
+non-negative seeds, so a seed is read as its unsigned 64-bit pattern: the same seed
+always gives the same generator and two seeds in the range never share one.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy.typing as npt
 from backends.base import SamplingParams
 
 PENALTY_WINDOW = 256  # llama.cpp's penalty_last_n as hearth configures it
+SEED_BITS = (1 << 64) - 1
 
 
 class TokenSampler:
@@ -25,7 +31,7 @@ class TokenSampler:
     def __init__(self, params: SamplingParams, eog: Collection[int], seed: int) -> None:
         self._params = params
         self._ban = np.fromiter(eog, dtype=np.int64) if params.ignore_eos else None
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(seed & SEED_BITS)
         self._recent: deque[int] = deque(maxlen=PENALTY_WINDOW)
         self._counts: Counter[int] = Counter()
 
@@ -58,7 +64,10 @@ class TokenSampler:
 
     def _draw(self, x: npt.NDArray[np.float64]) -> int:
         p = self._params
-        ids = np.arange(x.size) if p.top_k <= 0 else np.argpartition(-x, p.top_k - 1)[: p.top_k]
+        if 0 < p.top_k < x.size:
+            ids = np.argpartition(-x, p.top_k - 1)[: p.top_k]
+        else:
+            ids = np.arange(x.size)
         ids = ids[np.isfinite(x[ids])]
         if ids.size == 0:
             return int(np.argmax(x))

@@ -311,6 +311,49 @@ def test_a_failed_forward_pass_fails_its_sequences_and_the_backend_serves_on(
     assert generate(mlx, [prompt], steps=4, first_id=820)[0] == expected
 
 
+def test_a_top_k_past_the_vocabulary_and_a_negative_seed_are_served(mlx: Backend) -> None:
+    """top_k above the vocabulary means no top-k (as in llama.cpp), every 64-bit seed
+    seeds a generator; three such requests in a row (the engine gives up after three
+    failed steps) all answer and the backend serves on."""
+    prompt = mlx.chat_prompt(PROMPTS[1])
+    expected = generate(mlx, [prompt], steps=4, first_id=1000)[0]
+    vocab = mlx.capabilities.vocab_size
+    unlimited = generate(mlx, [prompt], SamplingParams(top_k=0, seed=3), first_id=1001)[0]
+    for i in range(3):
+        wide = SamplingParams(top_k=vocab + 1 + i, seed=3)
+        assert generate(mlx, [prompt], wide, first_id=1010 + i)[0] == unlimited
+    negative = SamplingParams(temperature=1.5, top_k=0, seed=-1)
+    one = generate(mlx, [prompt], negative, first_id=1020)[0]
+    assert generate(mlx, [prompt, prompt], negative, first_id=1021) == [one, one]
+    assert generate(mlx, [prompt], steps=4, first_id=1030)[0] == expected
+
+
+def test_a_failed_sample_fails_its_sequence_only(
+    mlx: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompts = [mlx.chat_prompt(PROMPTS[0]), mlx.chat_prompt(PROMPTS[1])]
+    expected = generate(mlx, [prompts[1]], steps=6, first_id=1100)[0]
+    fed = [mlx.add(1110 + i, p, GREEDY) for i, p in enumerate(prompts)]
+
+    def broken(logits: object) -> int:
+        raise ValueError("probabilities contain NaN")
+
+    monkeypatch.setattr(mlx._seqs[1110].sampler, "sample", broken)  # type: ignore[attr-defined]
+    work = [Work(1110 + i, len(p) - fed[i], True) for i, p in enumerate(prompts)]
+    deltas, failures = mlx.step(work)
+    assert [f.seq_ids for f in failures] == [(1110,)]
+    assert "sampling failed" in failures[0].message and "NaN" in failures[0].message
+    got = [d.token for d in deltas]
+    assert [d.seq_id for d in deltas] == [1111]
+    while len(got) < 6:
+        deltas, failures = mlx.step([Work(1111, 1, True)])
+        assert not failures
+        got += [d.token for d in deltas]
+    mlx.release(1110)  # idempotent: already dropped
+    mlx.release(1111)
+    assert got == expected
+
+
 def test_prompts_prefilled_together_over_unequal_caches_match_solo(mlx: Backend) -> None:
     """One padded prefill pass over a sequence with a reused prefix, a fresh one and
     one in its second chunk gives each the tokens it gets alone."""

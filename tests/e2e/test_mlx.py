@@ -131,6 +131,21 @@ def test_same_seed_same_text(client: openai.OpenAI) -> None:
     assert sample() == sample()
 
 
+def test_negative_seeds_are_served_and_reproduce(client: openai.OpenAI) -> None:
+    """Any seed in the API's 64-bit range answers (a negative one was a 500), the
+    same seed gives the same text, and the model serves on."""
+
+    def sample(seed: int) -> str | None:
+        reply = chat(client, MLX, temperature=1.0, seed=seed, extra_body={"top_k": 0})
+        return reply.choices[0].message.content
+
+    for seed in (-1, -(2**63)):
+        text = sample(seed)
+        assert text and sample(seed) == text
+    greedy = chat(client, MLX).choices[0].message.content
+    assert greedy == chat(client, GGUF).choices[0].message.content
+
+
 @pytest.mark.parametrize(
     ("extra", "param"),
     [

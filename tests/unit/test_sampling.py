@@ -49,6 +49,24 @@ def test_same_seed_same_draws_other_seed_other_draws() -> None:
     assert draws(params, 50) != draws(other, 50)
 
 
+def test_a_top_k_past_the_vocabulary_means_no_top_k() -> None:
+    """As in llama.cpp: top_k at or above the number of logits cuts nothing."""
+    unlimited = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=7)
+    for top_k in (LOGITS.size, LOGITS.size + 1, 100_000):
+        params = SamplingParams(temperature=1.0, top_k=top_k, top_p=1.0, min_p=0.0, seed=7)
+        assert draws(params, 200) == draws(unlimited, 200)
+
+
+def test_every_64_bit_seed_seeds_a_generator_deterministically() -> None:
+    def seeded(seed: int) -> list[int]:
+        return draws(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed), 50)
+
+    for seed in (-1, -(2**63), 2**63 - 1):
+        assert seeded(seed) == seeded(seed)
+    assert seeded(-1) != seeded(-2)
+    assert seeded(-1) != seeded(1)
+
+
 def test_penalties_push_away_from_repeated_tokens() -> None:
     flat = np.zeros(4)
     flat[2] = 1.0
