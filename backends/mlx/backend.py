@@ -12,8 +12,12 @@ that raises fails its own sequence, each as a ``StepFailure``; ``step`` itself n
 raises for them, so no request can make the engine give up.
 
 Memory: the KV budget is what fits under the memory limit (the wired-memory limit on a
-Mac) after the weights, so the scheduler never admits more than fits; a sequence that
-would still push memory past the limit is refused with a retryable error.
+Mac) after the weights: what one sequence alone may hold, and the sum the scheduler
+admits against. The decode batch holds more than the sum of lengths, every row padded to
+the longest (``backends.mlx.batch``), so the backend counts what its caches really hold
+and checks the padded batch, every active sequence a row, before it adds a sequence
+(refused with a retryable error when it would not fit) and before each step (where the
+batch would outgrow the limit, the newest sequences fail until it fits).
 """
 
 from __future__ import annotations
@@ -45,11 +49,15 @@ from backends.base import (
 )
 from backends.fim import fim_prompt
 from backends.mlx import load as mlx_load
-from backends.mlx.batch import DecodeBatch
+from backends.mlx.batch import DecodeBatch, padded_width
 from backends.mlx.sampling import TokenSampler
 from backends.text import IncrementalText
 from backends.tokens import common_prefix
 
+NO_MEMORY = (
+    "the model's memory limit is reached (the MLX decode batch pads every sequence to the "
+    "longest); retry when running requests finish"
+)
 NO_GRAMMAR = (
     "the MLX backend has no grammar-constrained sampling, so response_format json_object/"
     "json_schema and tool_choice 'required' or a named function are not available for this "
@@ -162,7 +170,9 @@ class MlxBackend:
         # A seeded request never reuses KV from another batch: it must reproduce.
         reusable = self._max_prefixes > 0 and sampling.seed is None
         prefix, keep = self._best_prefix(prompt) if reusable else (None, 0)
-        self._ensure_memory(len(prompt) - keep)
+        self._evict_until_fits([len(prompt)])
+        if not self._fits([len(prompt)]):
+            raise OutOfMemory(NO_MEMORY)
         if prefix is not None and keep > 0:
             prefix.last_used = time.monotonic()
             cache = [mlx_load.head(layer, keep) for layer in prefix.cache]
@@ -189,28 +199,50 @@ class MlxBackend:
                 best, best_len = entry, n
         return best, min(best_len, len(prompt) - 1)
 
-    def _ensure_memory(self, new_tokens: int) -> None:
-        """Evict cached prefixes until ``new_tokens`` more KV fits under the limit."""
-        m = self._loaded
-        need = (new_tokens + 1) * m.kv_bytes_per_token
-        while self._mx.get_active_memory() + need > m.memory_limit and self._prefixes:
-            self._prefixes.sort(key=lambda p: p.last_used)
+    def _fits(self, new: Sequence[int] = ()) -> bool:
+        """Whether the decode batch fits under the memory limit once every active
+        sequence, and new ones of ``new`` tokens, is a row of it; cached prefixes count
+        as they are."""
+        lengths = [len(s.tokens) + len(s.pending) for s in self._seqs.values()] + list(new)
+        cells = len(lengths) * padded_width(self._batch.width(), lengths)
+        prefixes = sum(_nbytes(p.cache) for p in self._prefixes)
+        elsewhere = self._mx.get_active_memory() - self._kv_bytes()
+        return elsewhere + prefixes + cells * self._loaded.kv_bytes_per_token <= (
+            self._loaded.memory_limit
+        )
+
+    def _evict_until_fits(self, new: Sequence[int] = ()) -> None:
+        """Drop cached prefixes, least recently used first, until the batch fits."""
+        self._prefixes.sort(key=lambda p: p.last_used)
+        while self._prefixes and not self._fits(new):
             self._prefixes.pop(0)
             self._mx.clear_cache()
-        if self._mx.get_active_memory() + need > m.memory_limit:
-            raise OutOfMemory(
-                "the model's memory limit is reached; retry when running requests finish"
-            )
+
+    def _make_room(self) -> list[StepFailure]:
+        """Before a step: evict prefixes, then fail the newest sequences, until the
+        batch this step grows to fits (the scheduler admits oldest first)."""
+        if self._fits():
+            return []
+        self._evict_until_fits()
+        failures = []
+        while self._seqs and not self._fits():
+            seq_id = next(reversed(self._seqs))
+            self._drop(seq_id, keep_prefix=False)
+            self._mx.clear_cache()
+            failures.append(StepFailure((seq_id,), NO_MEMORY))
+        return failures
 
     def step(self, work: Sequence[Work]) -> tuple[list[Delta], list[StepFailure]]:
+        failures = self._make_room()
+        work = [w for w in work if w.seq_id in self._seqs]
         try:
             logits = self._forward(work)
         except Exception as exc:  # MLX raises plain RuntimeError/ValueError
             ids = tuple(w.seq_id for w in work)
             for seq_id in ids:
                 self._drop(seq_id, keep_prefix=False)
-            return [], [StepFailure(ids, f"MLX forward pass failed: {exc}")]
-        deltas, failures = [], []
+            return [], [*failures, StepFailure(ids, f"MLX forward pass failed: {exc}")]
+        deltas = []
         for w in work:
             seq = self._seqs[w.seq_id]
             seq.tokens.extend(seq.pending[: w.n_tokens])
@@ -311,11 +343,21 @@ class MlxBackend:
         del self._prefixes[: max(0, len(self._prefixes) - self._max_prefixes)]
 
     def kv_cache_used(self) -> int:
-        active = sum(len(s.tokens) for s in self._seqs.values())
-        return active + sum(len(p.tokens) for p in self._prefixes)
+        """KV positions allocated (bytes over bytes per token): the decode batch at its
+        padded width, the caches of sequences outside it, the cached prefixes."""
+        return self._kv_bytes() // self._loaded.kv_bytes_per_token
+
+    def _kv_bytes(self) -> int:
+        own = [s.cache for s in self._seqs.values() if s.cache is not None]
+        caches = [*own, *(p.cache for p in self._prefixes)]
+        return self._batch.nbytes() + sum(_nbytes(cache) for cache in caches)
 
     def close(self) -> None:
         for seq_id in list(self._seqs):
             self._drop(seq_id, keep_prefix=False)
         self._prefixes.clear()
         self._mx.clear_cache()
+
+
+def _nbytes(cache: list[Any]) -> int:
+    return sum(int(layer.nbytes) for layer in cache)

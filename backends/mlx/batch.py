@@ -4,12 +4,32 @@ A sequence prefills alone in its own mlx-lm cache; once it samples its first tok
 joins the batch (its cache merged into the batched one, left-padded), and from then on
 one forward pass advances every member. Leaving filters its row out; a leaving
 sequence's cache can be extracted first, to keep it as a reusable prefix.
+
+Memory: the batched cache is one rectangle per layer, rows x width, every row padded on
+the left to the longest sequence, and it grows ``ALLOC_STEP`` positions at a time for
+every row at once. One 30,000-token sequence beside seven short ones therefore holds
+8 x 30,000 positions, not 30,000 plus a little. The backend counts that: its KV in use
+is the bytes its caches really hold, and before a sequence is added or the batch grows
+it checks :func:`padded_width` for every active sequence as a row, refusing (a
+retryable out-of-memory) what would not fit. Grouping sequences of unlike length into
+separate batches would waste less, at one forward pass per group each step; counting
+the rectangle is the simple rule that is always right.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
+
+ALLOC_STEP = 256  # mlx-lm's KVCache.step: positions added to every row when it grows
+
+
+def padded_width(width: int, lengths: Collection[int]) -> int:
+    """The batch's width once sequences of ``lengths`` tokens (prompt and generated,
+    the next token to feed included) are all rows: ``width`` (allocated now) while it
+    holds the longest, else grown by one step past the longest's cached tokens."""
+    longest = max(lengths, default=0)
+    return width if longest <= width else longest - 1 + ALLOC_STEP
 
 
 class DecodeBatch:
@@ -62,4 +82,12 @@ class DecodeBatch:
         return [layer.state for layer in self._cache or []]
 
     def nbytes(self) -> int:
+        """Bytes the batched cache holds: every row at the full width."""
         return sum(layer.nbytes for layer in self._cache or [])
+
+    def width(self) -> int:
+        """Positions allocated per row (the longest layer's)."""
+        return max(
+            (layer.keys.shape[2] for layer in self._cache or [] if layer.keys is not None),
+            default=0,
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,7 +202,8 @@ def test_memory_limit_caps_the_kv_budget_and_refuses_past_it(tiny_model: TinyMod
         assert 900 <= caps.context_length <= 1100, caps.details  # ~1,000 of 2,048
         assert caps.details["memory_limit_bytes"] == limit
         # Everything else in this process (other models) now counts against the limit.
-        backend._loaded.memory_limit = mx.get_active_memory() + 10 * 512  # type: ignore[attr-defined]
+        # Room for 300 positions: a cache grows 256 at a time, so 2 tokens take 257.
+        backend._loaded.memory_limit = mx.get_active_memory() + 300 * 512  # type: ignore[attr-defined]
         with pytest.raises(OutOfMemory, match="retry"):
             backend.add(1, list(range(100, 200)), GREEDY)
         assert backend.add(2, [100, 101], GREEDY) == 0
@@ -210,6 +212,93 @@ def test_memory_limit_caps_the_kv_budget_and_refuses_past_it(tiny_model: TinyMod
         backend.close()
     with pytest.raises(ModelLoadError, match="no room for the KV cache"):
         MlxPlugin().load(request(tiny_model.mlx_dir, gpu_memory_limit=weights))
+
+
+def allocated_kv(backend: Backend) -> int:
+    """KV bytes MLX holds for the backend, read from the cache arrays themselves: the
+    decode batch, each sequence's own cache, the kept prefixes."""
+    b: Any = backend
+    caches = [b._batch._cache or [], *(p.cache for p in b._prefixes)]
+    caches += [s.cache for s in b._seqs.values() if s.cache is not None]
+    return sum(
+        layer.keys.nbytes + layer.values.nbytes
+        for cache in caches
+        for layer in cache
+        if layer.keys is not None
+    )
+
+
+def test_kv_used_is_the_padded_batch_and_what_it_cannot_hold_is_refused(
+    tiny_model: TinyModel,
+) -> None:
+    """The decode batch is one rectangle, every row as long as the longest: a long
+    sequence beside short ones allocates rows x longest, and that is what is counted
+    and what a new sequence must fit beside."""
+    import mlx.core as mx
+
+    from backends.mlx.backend import MlxPlugin
+
+    backend: Any = MlxPlugin().load(
+        request(tiny_model.mlx_dir, max_sequences=8, options={"prefix_cache": False})
+    )
+    try:
+        per_token = backend.capabilities.details["kv_bytes_per_token"]
+        prompts = [[100 + i % 900 for i in range(1000)], *([200 + i, 300, 400] for i in range(3))]
+        for i, p in enumerate(prompts):
+            backend.add(i, p, GREEDY)
+        backend.step([Work(i, len(p), True) for i, p in enumerate(prompts)])
+        for _ in range(3):
+            deltas, failures = backend.step([Work(i, 1, True) for i in range(4)])
+            assert len(deltas) == 4 and not failures
+        allocated = allocated_kv(backend)
+        assert allocated >= 4 * 1000 * per_token  # four rows as long as the longest
+        assert backend.kv_cache_used() * per_token == allocated
+        # Room for 600 more tokens: a short prompt fits by the sum of lengths, but in
+        # the batch it is a fifth row of 1,000+ tokens.
+        backend._loaded.memory_limit = mx.get_active_memory() + 600 * per_token
+        with pytest.raises(OutOfMemory, match="retry"):
+            backend.add(4, [500, 501, 502], GREEDY)
+        assert 4 not in backend._seqs and allocated_kv(backend) == allocated
+        backend.release(0)  # the long one leaves: short rows fit again
+        backend.add(4, [500, 501, 502], GREEDY)
+        deltas, failures = backend.step([Work(i, 1, True) for i in (1, 2, 3)] + [Work(4, 3, True)])
+        assert len(deltas) == 4 and not failures
+        assert backend.kv_cache_used() * per_token == allocated_kv(backend) < allocated
+    finally:
+        backend.close()
+
+
+def test_a_step_that_would_grow_the_batch_past_the_limit_fails_the_newest(
+    tiny_model: TinyModel,
+) -> None:
+    """A sequence joining the batch widens it to a full row; when memory no longer
+    allows that, the newest sequence fails alone and the others go on."""
+    import mlx.core as mx
+
+    from backends.mlx.backend import MlxPlugin
+
+    backend: Any = MlxPlugin().load(
+        request(tiny_model.mlx_dir, max_sequences=8, options={"prefix_cache": False})
+    )
+    try:
+        per_token = backend.capabilities.details["kv_bytes_per_token"]
+        prompts = [[100 + i % 900 for i in range(1000)], [200, 300, 400]]
+        for i, p in enumerate(prompts):
+            backend.add(i, p, GREEDY)
+        backend.step([Work(i, len(p), True) for i, p in enumerate(prompts)])
+        backend.add(2, [500, 501, 502], GREEDY)
+        backend.step([Work(0, 1, True), Work(1, 1, True), Work(2, 2, False)])
+        # Memory is taken elsewhere: the third sequence's row no longer fits.
+        backend._loaded.memory_limit = mx.get_active_memory() + 100 * per_token
+        deltas, failures = backend.step([Work(0, 1, True), Work(1, 1, True), Work(2, 1, True)])
+        assert [f.seq_ids for f in failures] == [(2,)]
+        assert "memory" in failures[0].message
+        assert sorted(d.seq_id for d in deltas) == [0, 1]
+        assert backend._batch.rows == [0, 1]
+        deltas, failures = backend.step([Work(0, 1, True), Work(1, 1, True)])
+        assert len(deltas) == 2 and not failures
+    finally:
+        backend.close()
 
 
 @pytest.mark.parametrize(
