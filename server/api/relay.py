@@ -1,11 +1,13 @@
 """An accepted generation's events on their way to its HTTP response: what the
 generation routes (chat, completions, ``/infill``) share around their own formatting.
 
-A route makes a :class:`Relay` once the engine has accepted the request, reads
-``relay.events()`` into its response shape, and calls ``relay.close()`` in a ``finally``.
-The relay turns a timeout into a ``Failed`` event, counts the request as in flight for
-the drain, writes the access-log line, and drops the sequence when the response ends
-before the last event (the client went away).
+A route makes a :class:`Relay` once the engine has accepted the request and reads
+``relay.events()`` into its response shape: a response sent whole calls ``relay.close()``
+in a ``finally``; a streamed one is ``relay.stream(body)``, which closes the relay when
+the response ends, even if its body never started. The relay turns a timeout into a
+``Failed`` event, counts the request as in flight for the drain, writes the access-log
+line, and drops the sequence when the response ends before the last event (the client
+went away).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from starlette.requests import Request
+from starlette.responses import Response
 
-from server.api.timeouts import Deadline
+from server.api.timeouts import Deadline, TimedStreamingResponse
 from server.engine.hub import ModelHub
 from server.engine.inbox import RequestStream
 from server.engine.loop import Engine
@@ -26,6 +29,7 @@ from server.engine.requests import Accepted, Event, Failed, Finished, Generation
 from server.errors import HearthError, InternalError, RequestTimeout
 
 access_log = logging.getLogger("hearth.requests")
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class ClientGone(HearthError):
@@ -51,6 +55,7 @@ class Relay:
         self._gen = gen
         self._streamed = streamed
         self.done = False  # the last event (Finished or Failed) has been read
+        self._closed = False
         self._outcome = "client_gone"
         self._usage: Usage | None = None
         self._hub.inflight += 1
@@ -88,7 +93,19 @@ class Relay:
                 self._stream.push(Failed(ClientGone("the client disconnected")))
                 return
 
+    def stream(self, body: AsyncGenerator[bytes, None]) -> Response:
+        """The SSE response of ``body``; it closes this relay when it ends."""
+        end, headers = self._deadline.end, SSE_HEADERS
+        return TimedStreamingResponse(
+            body, end, self.close, media_type="text/event-stream", headers=headers
+        )
+
     def close(self) -> None:
+        """Leave the in-flight count, drop the sequence unless it ended, log the request;
+        once, however many times it is called."""
+        if self._closed:
+            return
+        self._closed = True
         if self._watcher is not None:
             self._watcher.cancel()
         if not self.done:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -65,20 +65,28 @@ class Deadline:
 
 
 class TimedStreamingResponse(StreamingResponse):
-    """A stream cut ``SEND_GRACE_S`` after its deadline even while a send is blocked
-    on a client that stopped reading; closing the body aborts the sequence."""
+    """A stream cut ``SEND_GRACE_S`` after ``end`` even while a send is blocked on a
+    client that stopped reading, which calls ``on_close`` however it ends.
+
+    The response, not its body, is what surely ends: a client gone before the first
+    chunk can end it before the body generator ever runs (an ASGI 2.4 server's send
+    raises; a task cancelled while its first send waits), and then the body's own
+    ``finally`` never runs.
+    """
 
     def __init__(
         self,
-        content: AsyncIterator[bytes],
-        deadline: Deadline,
+        content: AsyncGenerator[bytes, None],
+        end: float,
+        on_close: Callable[[], None],
         *,
         media_type: str,
         headers: dict[str, str],
     ) -> None:
         super().__init__(content, media_type=media_type, headers=headers)
         self._body = content
-        self._end = deadline.end + SEND_GRACE_S
+        self._end = end + SEND_GRACE_S
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -86,7 +94,7 @@ class TimedStreamingResponse(StreamingResponse):
                 await super().__call__(scope, receive, send)
         except TimeoutError:
             log.warning("a stream's client stopped reading; cut at the request timeout")
-            aclose = getattr(self._body, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+        finally:
+            with contextlib.suppress(Exception):
+                await self._body.aclose()
+            self._on_close()

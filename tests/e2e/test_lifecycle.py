@@ -1,12 +1,15 @@
-"""SIGTERM drains, a cut stream ends with an error event, a failed model fails alone."""
+"""SIGTERM drains, a cut stream ends with an error event, a client gone before its
+first chunk is not waited for, a failed model fails alone."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
 import signal
+import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +18,7 @@ import pytest
 from server.cli.pull import default_cache_dir
 from server.config import load_models_file
 from tests.e2e.conftest import MODELS_FILE, serve
+from tests.e2e.test_batching import metric
 
 pytestmark = pytest.mark.e2e
 
@@ -94,6 +98,53 @@ def test_a_short_window_cuts_streams_with_an_error_event(tmp_path: Path) -> None
         error = json.loads(events[-2])["error"]
         assert error["code"] == "model_unavailable" and "shutting down" in error["message"]
     assert seen["exit_code"] == 0, seen["log_tail"]
+
+
+def send_and_leave(base: str, path: str, body: dict[str, object]) -> None:
+    """A client that sends a whole request and closes the connection at once."""
+    host, port = base.removeprefix("http://").split(":")
+    data = json.dumps(body).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(data), data)
+        )
+
+
+def ended(http: httpx.Client) -> float:
+    """Requests that have ended, whatever their finish reason."""
+    reasons = ("aborted", "length", "stop", "error")
+    return sum(
+        metric(http, "hearth_requests_total", model="qwen", finish_reason=r) for r in reasons
+    )
+
+
+def test_clients_gone_before_the_first_chunk_leave_nothing_to_drain(tmp_path: Path) -> None:
+    """Chat, completions and /infill streams whose clients leave at once are aborted,
+    and a drain with a ten-minute window then ends as soon as it starts."""
+    long = {"model": "qwen", "stream": True, "ignore_eos": True, "max_tokens": 500}
+    story = [{"role": "user", "content": "Tell a story."}]
+    streams = [
+        ("/v1/chat/completions", {**long, "messages": story}),
+        ("/v1/completions", {**long, "prompt": "Once upon a time"}),
+        ("/infill", {**long, "input_prefix": "def f(", "input_suffix": "\n"}),
+    ]
+    procs: list[subprocess.Popen[bytes]] = []
+    env = {"HEARTH_DRAIN_SECONDS": "600"}
+    with (
+        serve(tmp_path / "log", ("qwen",), models_file(tmp_path), env, procs=procs) as base,
+        httpx.Client(base_url=base, timeout=30) as http,
+    ):
+        for path, body in streams:
+            send_and_leave(base, path, body)
+        deadline = time.monotonic() + 120
+        while ended(http) < 3:
+            assert time.monotonic() < deadline, http.get("/metrics").text
+            time.sleep(0.2)
+        assert metric(http, "hearth_requests_total", model="qwen", finish_reason="aborted") == 3
+        assert metric(http, "hearth_requests_running", model="qwen") == 0
+        procs[0].send_signal(signal.SIGTERM)
+        assert procs[0].wait(60) == 0  # not the 600 s window
 
 
 def test_a_model_that_fails_to_load_fails_alone(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from starlette.requests import Request
@@ -30,7 +30,6 @@ from server.api.body import hub_of, read_json
 from server.api.openai import schemas
 from server.api.openai.render import sse, sse_error
 from server.api.relay import Relay, start
-from server.api.timeouts import TimedStreamingResponse
 from server.engine.requests import (
     INTERACTIVE,
     Failed,
@@ -116,11 +115,7 @@ async def infill(request: Request) -> Response:
     stream, deadline = await start(request, engine, gen)
     relay = Relay(request, engine, stream, deadline, gen, streamed=parsed.stream)
     if parsed.stream:
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        events = _sse(relay, gen)
-        return TimedStreamingResponse(
-            events, deadline, media_type="text/event-stream", headers=headers
-        )
+        return relay.stream(_sse(relay, gen))
     clock, parts = _Clock(gen.arrival), []
     try:
         async for event in relay.events():
@@ -136,19 +131,16 @@ async def infill(request: Request) -> Response:
         relay.close()
 
 
-async def _sse(relay: Relay, gen: GenerationRequest) -> AsyncIterator[bytes]:
+async def _sse(relay: Relay, gen: GenerationRequest) -> AsyncGenerator[bytes, None]:
     clock = _Clock(gen.arrival)
-    try:
-        async for event in relay.events():
-            if isinstance(event, TextDelta):
-                clock.token()
-                yield sse({"index": 0, "content": event.text, "stop": False})
-            elif isinstance(event, Finished):
-                yield sse(_final("", gen, event, clock))
-            elif isinstance(event, Failed):
-                yield sse_error(event.error)
-    finally:
-        relay.close()
+    async for event in relay.events():
+        if isinstance(event, TextDelta):
+            clock.token()
+            yield sse({"index": 0, "content": event.text, "stop": False})
+        elif isinstance(event, Finished):
+            yield sse(_final("", gen, event, clock))
+        elif isinstance(event, Failed):
+            yield sse_error(event.error)
 
 
 class _Clock:

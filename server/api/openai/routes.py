@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -14,7 +14,6 @@ from server.api.body import hub_of, read_json
 from server.api.openai import schemas
 from server.api.openai.render import DONE, Shape, sse_error
 from server.api.relay import Relay, start
-from server.api.timeouts import TimedStreamingResponse
 from server.engine.loop import Engine
 from server.engine.requests import (
     Failed,
@@ -52,32 +51,25 @@ async def _generate(
     shape = Shape.for_request(gen.request_id, gen.model, chat=chat)
     relay = Relay(request, engine, stream, deadline, gen, streamed=parsed.stream)
     if parsed.stream:
-        events = _sse(relay, shape, parsed.include_usage)
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return TimedStreamingResponse(
-            events, deadline, media_type="text/event-stream", headers=headers
-        )
+        return relay.stream(_sse(relay, shape, parsed.include_usage))
     return await _collect(relay, shape)
 
 
-async def _sse(relay: Relay, shape: Shape, include_usage: bool) -> AsyncIterator[bytes]:
-    """The SSE body. If the client leaves, the generator is closed and the sequence freed."""
-    try:
-        yield shape.chunk("", role=True)
-        async for event in relay.events():
-            if isinstance(event, TextDelta):
-                yield shape.chunk(event.text)
-            elif isinstance(event, ToolCallDelta):
-                yield shape.tool_call_chunks(event.index, event.call)
-            elif isinstance(event, Finished):
-                yield shape.chunk(None, event.reason.value)
-                if include_usage:
-                    yield shape.usage_chunk(event.usage)
-            elif isinstance(event, Failed):
-                yield sse_error(event.error)
-        yield DONE
-    finally:
-        relay.close()
+async def _sse(relay: Relay, shape: Shape, include_usage: bool) -> AsyncGenerator[bytes, None]:
+    """The SSE body; the response closes the relay (see Relay.stream)."""
+    yield shape.chunk("", role=True)
+    async for event in relay.events():
+        if isinstance(event, TextDelta):
+            yield shape.chunk(event.text)
+        elif isinstance(event, ToolCallDelta):
+            yield shape.tool_call_chunks(event.index, event.call)
+        elif isinstance(event, Finished):
+            yield shape.chunk(None, event.reason.value)
+            if include_usage:
+                yield shape.usage_chunk(event.usage)
+        elif isinstance(event, Failed):
+            yield sse_error(event.error)
+    yield DONE
 
 
 async def _collect(relay: Relay, shape: Shape) -> Response:
