@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from server.api import ops, security
-from server.api.limits import HeadLimit
+from server.api.limits import HeadCheck
 from server.api.openai import ROUTES as OPENAI_ROUTES
 from server.engine.hub import ModelHub
 from server.errors import HearthError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
@@ -66,7 +66,7 @@ def create_app(hub: ModelHub, settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=OPENAI_ROUTES + ops.ROUTES,
-        middleware=[Middleware(HeadLimit), *security.middleware(settings)],
+        middleware=[Middleware(HeadCheck), *security.middleware(settings)],
         lifespan=lifespan,
         exception_handlers={
             HearthError: _hearth_error,

@@ -9,6 +9,7 @@ mid-batch (tests/unit/test_engine.py), model files that are broken (test_faults.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -172,6 +173,34 @@ def test_a_streamed_chunked_body_is_cut_at_the_limit(server: tuple[str, Path]) -
             answer = b"(reset)"
     assert sent < 32 * 1024 * 1024, "the server read far past its limit"
     assert answer.startswith(b"HTTP/1.1 413") or answer == b"(reset)", answer[:100]
+    assert_serves(base)
+
+
+def test_content_length_with_chunked_is_refused_and_the_connection_closed(
+    server: tuple[str, Path],
+) -> None:
+    """RFC 9112 section 6.3: a request framed both ways ends its connection, so the
+    request pipelined behind it (what a proxy framing by Content-Length would read as
+    the first one's body) is never served."""
+    base, _ = server
+    host, port = base.removeprefix("http://").split(":")
+    body = b'{"model": "default", "prompt": "x", "max_tokens": 1}'
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    behind = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n%s%s" % (len(chunked), chunked, behind)
+        )
+        answer = read_all(sock)
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"connection: close" in head.lower()
+    error = json.loads(rest)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert "Transfer-Encoding" in error["message"]
     assert_serves(base)
 
 
