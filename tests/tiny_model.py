@@ -10,6 +10,10 @@ byte for byte the same:
 - ``out/mlx``: the Hugging Face folder converted by ``mlx_lm.convert`` at
   float32, unquantized.
 
+``build_tiny_gguf(path, tokenizer_gguf)`` writes the GGUF alone, the same bytes,
+with numpy and gguf only: the llama.cpp tests need neither MLX nor the Hugging
+Face libraries that come with it (safetensors, tokenizers, transformers).
+
 The weights are random (fixed seed) and the tokenizer is the default model's,
 read from the header of its GGUF (``tokenizer_gguf``), so prompts, chat
 templates and special tokens behave as with the real model while the forward
@@ -73,9 +77,12 @@ class TinyModel:
     mlx_dir: Path
 
 
+GGUF_NAME = "tiny-qwen2-f32.gguf"
+
+
 def build_tiny_model(out: Path, tokenizer_gguf: Path = DEFAULT_TOKENIZER_GGUF) -> TinyModel:
     """Build the three formats under ``out``, replacing any earlier build there."""
-    model = TinyModel(out / "hf", out / "tiny-qwen2-f32.gguf", out / "mlx")
+    model = TinyModel(out / "hf", out / GGUF_NAME, out / "mlx")
     for folder in (model.hf_dir, model.mlx_dir):
         shutil.rmtree(folder, ignore_errors=True)
     model.gguf_path.unlink(missing_ok=True)
@@ -86,6 +93,14 @@ def build_tiny_model(out: Path, tokenizer_gguf: Path = DEFAULT_TOKENIZER_GGUF) -
     write_gguf(model.gguf_path, weights, meta)
     convert_mlx(model.hf_dir, model.mlx_dir)
     return model
+
+
+def build_tiny_gguf(path: Path, tokenizer_gguf: Path = DEFAULT_TOKENIZER_GGUF) -> Path:
+    """Write the GGUF alone (numpy and gguf only), replacing any file at ``path``."""
+    path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_gguf(path, make_weights(), read_tokenizer_metadata(tokenizer_gguf))
+    return path
 
 
 # -- weights ------------------------------------------------------------------

@@ -7,7 +7,7 @@ batched or alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,34 +18,15 @@ from backends.base import (
     ChatMessage,
     Constraint,
     GrammarError,
-    LoadRequest,
     ModelLoadError,
     OutOfMemory,
     SamplingParams,
     Work,
 )
+from tests.backends.drive import GREEDY, STEPS, generate, request
 from tests.tiny_model import TinyModel
 
-pytest.importorskip("mlx_lm")
-
-GREEDY = SamplingParams(temperature=0.0, ignore_eos=True)
-STEPS = 16
-
-
-def request(path: Path, **overrides: object) -> LoadRequest:
-    fields: dict[str, object] = {
-        "name": "tiny",
-        "path": path,
-        "context_length": 2048,
-        "max_sequences": 4,
-        "threads": 2,
-        "gpu_layers": None,
-        "tensor_split": None,
-        "chat_template": None,
-        "batch_tokens": 512,
-    }
-    fields.update(overrides)
-    return LoadRequest(**fields)  # type: ignore[arg-type]
+pytest.importorskip("mlx_lm", reason="the MLX backend needs mlx_lm (pip install 'hearth[mlx]')")
 
 
 @pytest.fixture(scope="module")
@@ -55,42 +36,6 @@ def mlx(tiny_model: TinyModel) -> Iterator[Backend]:
     backend = MlxPlugin().load(request(tiny_model.mlx_dir))
     yield backend
     backend.close()
-
-
-@pytest.fixture(scope="module")
-def llama(tiny_model: TinyModel) -> Iterator[Backend]:
-    from backends.llamacpp.backend import LlamaCppPlugin
-
-    backend = LlamaCppPlugin().load(request(tiny_model.gguf_path))
-    yield backend
-    backend.close()
-
-
-def generate(
-    backend: Backend,
-    prompts: Sequence[Sequence[int]],
-    sampling: SamplingParams = GREEDY,
-    steps: int = STEPS,
-    first_id: int = 0,
-) -> list[list[int]]:
-    """Drive the backend as the engine does: whole prompts in one step, then one token
-    per sequence per step, all sequences together."""
-    ids = [first_id + i for i in range(len(prompts))]
-    todo = {}
-    for seq_id, prompt in zip(ids, prompts, strict=True):
-        todo[seq_id] = len(prompt) - backend.add(seq_id, prompt, sampling)
-    out: dict[int, list[int]] = {seq_id: [] for seq_id in ids}
-    while any(len(tokens) < steps for tokens in out.values()):
-        work = [Work(s, todo[s] or 1, True) for s in ids if len(out[s]) < steps]
-        deltas, failures = backend.step(work)
-        assert not failures
-        for w in work:
-            todo[w.seq_id] = 0
-        for delta in deltas:
-            out[delta.seq_id].append(delta.token)
-    for seq_id in ids:
-        backend.release(seq_id)
-    return [out[s] for s in ids]
 
 
 PROMPTS = [

@@ -1,31 +1,28 @@
-"""The tiny model's GGUF (llama.cpp) and MLX copies compute the same thing.
+"""The tiny model's MLX copy and its GGUF (llama.cpp) compute the same thing.
 
 Same token ids for the same text, last-position logits within float32 noise,
 and the same 16 greedy tokens. llama.cpp runs once with an F32 KV cache (the
 tight check) and once with its default F16 cache, as hearth's backend runs it.
+The GGUF alone is checked against NumPy in ``test_tiny_gguf.py``, without MLX.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.backends.drive import STEPS, llama_greedy, llama_tokens
+from tests.backends.test_tiny_gguf import PROMPT
 from tests.tiny_model import DEFAULT_TOKENIZER_GGUF, EOS_ID, TinyModel, build_tiny_model
 
-llama_cpp = pytest.importorskip("llama_cpp")
-mx = pytest.importorskip("mlx.core")
-mlx_lm = pytest.importorskip("mlx_lm")
+REASON = "compares the tiny model's MLX copy with its GGUF: needs MLX (pip install 'hearth[mlx]')"
+mx = pytest.importorskip("mlx.core", reason=REASON)
+mlx_lm = pytest.importorskip("mlx_lm", reason=REASON)
 
-GGML_TYPE_F32 = 0
-PROMPT = (
-    "<|im_start|>user\nWrite a Python function that reverses a string.<|im_end|>\n"
-    "<|im_start|>assistant\n"
-)
 TEXTS = [
     PROMPT,
     "def add(a, b):\n    return a + b\n",
@@ -33,46 +30,12 @@ TEXTS = [
     "你好，世界! Ünïcödé — 123456 tabs\tand   spaces\n\n",
     "<|endoftext|><tool_call>{}</tool_call><|file_sep|>",
 ]
-STEPS = 16
 
 
 @pytest.fixture(scope="module")
 def mlx_model(tiny_model: TinyModel) -> tuple[Any, Any]:
     model, tokenizer = mlx_lm.load(str(tiny_model.mlx_dir))
     return model, tokenizer
-
-
-@pytest.fixture(scope="module", params=["f32", "f16"])
-def llama(request: pytest.FixtureRequest, tiny_model: TinyModel) -> Iterator[tuple[str, Any]]:
-    """llama.cpp with an F32 KV cache, then with its default F16 one."""
-    kv = GGML_TYPE_F32 if request.param == "f32" else None
-    llm = llama_cpp.Llama(
-        model_path=str(tiny_model.gguf_path),
-        n_ctx=256,
-        logits_all=True,
-        type_k=kv,
-        type_v=kv,
-        verbose=False,
-    )
-    yield request.param, llm
-    llm.close()
-
-
-def llama_tokens(llm: Any, text: str) -> list[int]:
-    return list(llm.tokenize(text.encode(), add_bos=False, special=True))
-
-
-def llama_greedy(llm: Any, ids: list[int]) -> tuple[np.ndarray, list[int]]:
-    """Last-position logits of the prompt, then STEPS greedy tokens."""
-    llm.reset()
-    llm.eval(ids)
-    first = np.array(llm.scores[llm.n_tokens - 1])
-    logits, tokens = first, []
-    for _ in range(STEPS):
-        tokens.append(int(logits.argmax()))
-        llm.eval(tokens[-1:])
-        logits = np.array(llm.scores[llm.n_tokens - 1])
-    return first, tokens
 
 
 def mlx_greedy(model: Any, ids: list[int]) -> tuple[np.ndarray, list[int]]:
@@ -101,15 +64,15 @@ def test_hf_folder_has_the_default_models_tokenizer(tiny_model: TinyModel) -> No
 
 
 @pytest.mark.parametrize("text", TEXTS)
-def test_token_ids_agree(llama: tuple[str, Any], mlx_model: tuple[Any, Any], text: str) -> None:
-    assert llama_tokens(llama[1], text) == mlx_model[1].encode(text)
+def test_token_ids_agree(llm: tuple[str, Any], mlx_model: tuple[Any, Any], text: str) -> None:
+    assert llama_tokens(llm[1], text) == mlx_model[1].encode(text)
 
 
-def test_logits_and_greedy_tokens_agree(llama: tuple[str, Any], mlx_model: tuple[Any, Any]) -> None:
-    kv_cache, llm = llama
+def test_logits_and_greedy_tokens_agree(llm: tuple[str, Any], mlx_model: tuple[Any, Any]) -> None:
+    kv_cache, solo = llm
     model, tokenizer = mlx_model
     ids = tokenizer.encode(PROMPT)
-    llama_logits, llama_out = llama_greedy(llm, ids)
+    llama_logits, llama_out = llama_greedy(solo, ids)
     mlx_logits, mlx_out = mlx_greedy(model, ids)
     spread = float(mlx_logits.std())
     assert spread > 1.0, "logits too flat for argmax to be meaningful"

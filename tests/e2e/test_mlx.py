@@ -20,7 +20,7 @@ from tests.e2e.test_batching import metric
 from tests.tiny_model import TinyModel
 
 pytestmark = pytest.mark.e2e
-pytest.importorskip("mlx_lm")
+pytest.importorskip("mlx_lm", reason="the MLX backend needs mlx_lm (pip install 'hearth[mlx]')")
 
 MLX, GGUF = "tiny-mlx", "tiny-gguf"
 ASK = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
