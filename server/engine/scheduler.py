@@ -3,10 +3,18 @@
 It knows no backend and does no I/O. Each step, every running sequence that is decoding
 feeds its one new token, and the rest of the step's token budget goes to prompt chunks
 of sequences still in prefill, oldest first; a long prompt therefore never holds the
-running streams for more than one chunk. Sequences are admitted from the waiting queue
-in arrival order while both the sequence limit and the KV budget allow; past
-``max_waiting`` queued sequences a new one is refused (sequences that a free slot will
-take at once do not count).
+running streams for more than one chunk. Past ``max_waiting`` queued sequences a new
+one is refused (sequences that a free slot will take at once do not count).
+
+Admission: while a slot is free, waiting sequences are tried in this order, each taken if
+its KV reservation fits: first those *due* (passed over ``MAX_PASSES`` times), then
+interactive ones (an editor's completion, which a person waits on), then the rest; arrival
+order within each. A sequence that does not fit is skipped, so one large request does not
+hold the small ones behind it (no head-of-line blocking), and each sequence admitted ahead
+of one that arrived earlier counts as passing it over. Once due, a sequence that does not
+fit stops admission: nothing more goes past it, and it runs as soon as the running
+sequences free its KV (each ends by its ``max_tokens``). So interactive requests go first,
+and no request waits for more than ``MAX_PASSES`` others plus the end of those running.
 
 KV is reserved per sequence at admission. A request that asked for ``max_tokens``
 reserves its prompt plus all of them, so it never runs out mid-answer. One that did not
@@ -26,6 +34,7 @@ from dataclasses import dataclass
 from backends.base import Work
 
 GROW_TOKENS = 32
+MAX_PASSES = 8  # admissions ahead of a waiting sequence before it goes first
 
 
 class QueueFullError(Exception):
@@ -43,12 +52,13 @@ class SeqState:
     seq_id: int
     prompt_len: int
     max_tokens: int
-    priority: int = 0  # higher runs its prefill first
+    priority: int = 0  # higher is admitted and prefilled first
     elastic: bool = False  # max_tokens is the model's default, not the request's
     status: SeqStatus = SeqStatus.WAITING
     fed: int = 0  # prompt tokens in the KV cache (reused or prefilled)
     generated: int = 0  # tokens sampled
     reserved: int = 0  # KV tokens held while running
+    passed: int = 0  # sequences admitted ahead of this one while it waited
 
     @property
     def prefilling(self) -> bool:
@@ -80,20 +90,34 @@ class Scheduler:
         self.waiting.append(seq)
 
     def admit(self) -> list[SeqState]:
-        """Move waiting sequences to running, in order, while they fit."""
+        """Move waiting sequences to running while they fit, in the order the module
+        docstring describes."""
+        arrival = {seq.seq_id: i for i, seq in enumerate(self.waiting)}
         admitted = []
-        while self.waiting and len(self.running) < self.max_running:
-            seq = self.waiting[0]
+        for seq in sorted(self.waiting, key=self._rank):  # stable: arrival order within
+            if len(self.running) >= self.max_running:
+                break
             reservation = self._first_reservation(seq)
             if self.kv_reserved + reservation > self.kv_capacity:
-                break
-            self.waiting.popleft()
-            seq.status = SeqStatus.RUNNING
-            seq.reserved = reservation
-            self.running[seq.seq_id] = seq
-            self.kv_reserved += reservation
+                if seq.passed >= MAX_PASSES:
+                    break
+                continue
+            self._start(seq, reservation)
             admitted.append(seq)
+        for seq in self.waiting:
+            seq.passed += sum(arrival[a.seq_id] > arrival[seq.seq_id] for a in admitted)
         return admitted
+
+    @staticmethod
+    def _rank(seq: SeqState) -> tuple[bool, int]:
+        return seq.passed < MAX_PASSES, -seq.priority
+
+    def _start(self, seq: SeqState, reservation: int) -> None:
+        self.waiting.remove(seq)
+        seq.status = SeqStatus.RUNNING
+        seq.reserved = reservation
+        self.running[seq.seq_id] = seq
+        self.kv_reserved += reservation
 
     def _first_reservation(self, seq: SeqState) -> int:
         if not seq.elastic:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import queue
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
 
 from server.engine.hub import ModelHub
+from server.engine.inbox import RequestStream
+from server.engine.requests import GenerationRequest
 from tests.api.test_api import assert_error
 from tests.fakes import FakeBackend
 
@@ -100,8 +106,41 @@ def test_infill_refuses_what_it_does_not_know(client: TestClient) -> None:
     assert_error(client.post(INFILL, json={**base, "model": "nope"}), 404)
 
 
-def test_interactive_flag_is_accepted(client: TestClient) -> None:
-    r = client.post("/v1/completions", json={"model": "alpha", "prompt": "hi", "interactive": True})
-    assert r.status_code == 200 and r.json()["choices"][0]["text"] == "hi"
+def test_an_interactive_completion_is_admitted_ahead_of_a_waiting_big_one(
+    client: TestClient, hub: ModelHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent's request runs, a second one waits for its KV; an editor's small
+    completion arriving last runs beside the first instead of queueing behind the second."""
+    engine, backend = hub.engines["alpha"], fake(hub)
+    submitted: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    real_submit = engine.submit
+
+    def submit(request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> RequestStream:
+        stream = real_submit(request, loop)
+        submitted.put(request.prompt)
+        return stream
+
+    monkeypatch.setattr(engine, "submit", submit)
+    bodies: list[dict[str, Any]] = [
+        {"model": "alpha", "prompt": "a" * 100, "max_tokens": 300},  # 400 of the KV's 512
+        {"model": "alpha", "prompt": "b" * 20, "max_tokens": 200},  # 220: waits for the first
+        {"model": "alpha", "prompt": "c" * 10, "max_tokens": 10, "interactive": True},
+    ]
+    backend.gate.clear()  # hold every step until the three are queued, in this order
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        futures = []
+        for body in bodies:
+            futures.append(pool.submit(client.post, "/v1/completions", json=body))
+            assert submitted.get(timeout=10) == body["prompt"]
+        backend.gate.set()
+        texts = [f.result(timeout=60).json()["choices"][0]["text"] for f in futures]
+    assert texts == [body["prompt"] for body in bodies]
+    # Sequence ids in arrival order: 0 runs, 1 waits for KV, 2 is the interactive one.
+    steps = [{w.seq_id for w in work} for work in backend.steps]
+    assert any({0, 2} <= ids for ids in steps), "the interactive request waited"
+    assert not any({0, 1} <= ids for ids in steps)
+
+
+def test_interactive_must_be_a_boolean(client: TestClient) -> None:
     r = client.post("/v1/completions", json={"model": "alpha", "prompt": "hi", "interactive": 1})
     assert_error(r, 400, param="interactive")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from backends.base import Work
-from server.engine.scheduler import QueueFullError, Scheduler, SeqState, SeqStatus
+from server.engine.requests import INTERACTIVE
+from server.engine.scheduler import MAX_PASSES, QueueFullError, Scheduler, SeqState, SeqStatus
 
 
 def make(max_running: int = 4, kv: int = 1000, step: int = 64, waiting: int = 8) -> Scheduler:
@@ -33,12 +34,82 @@ def test_admission_is_by_kv_budget_not_slot_count() -> None:
     s = make(max_running=8, kv=100)
     s.add(SeqState(0, prompt_len=30, max_tokens=30))  # reserves 60
     s.add(SeqState(1, prompt_len=30, max_tokens=20))  # 50: does not fit beside it
-    s.add(SeqState(2, prompt_len=1, max_tokens=1))  # would fit, but order is kept
     assert [q.seq_id for q in s.admit()] == [0]
     assert s.kv_reserved == 60
     s.finish(0)
     assert s.kv_reserved == 0
-    assert [q.seq_id for q in s.admit()] == [1, 2]
+    assert [q.seq_id for q in s.admit()] == [1]
+
+
+def test_a_request_that_does_not_fit_lets_smaller_ones_past() -> None:
+    s = make(max_running=8, kv=100)
+    s.add(SeqState(0, prompt_len=30, max_tokens=30))  # reserves 60
+    s.add(SeqState(1, prompt_len=30, max_tokens=20))  # 50: does not fit beside it
+    s.add(SeqState(2, prompt_len=1, max_tokens=1))  # fits: not held behind 1
+    assert [q.seq_id for q in s.admit()] == [0, 2]
+    assert [q.seq_id for q in s.waiting] == [1] and s.waiting[0].passed == 1
+    s.finish(0)
+    assert [q.seq_id for q in s.admit()] == [1]
+
+
+def test_an_interactive_request_is_admitted_ahead_of_a_waiting_big_one() -> None:
+    s = make(max_running=8, kv=100)
+    s.add(SeqState(0, prompt_len=30, max_tokens=30))  # an agent's request, running
+    assert [q.seq_id for q in s.admit()] == [0]
+    s.add(SeqState(1, prompt_len=40, max_tokens=20))  # another: waits for 0's KV
+    s.add(SeqState(2, prompt_len=10, max_tokens=10, priority=INTERACTIVE))  # an editor's
+    assert [q.seq_id for q in s.admit()] == [2]
+    assert [q.seq_id for q in s.waiting] == [1]
+
+
+def test_interactive_requests_take_a_free_slot_first() -> None:
+    s = make(max_running=1, kv=1000)
+    s.add(SeqState(0, prompt_len=10, max_tokens=10))
+    s.add(SeqState(1, prompt_len=10, max_tokens=10, priority=INTERACTIVE))
+    s.add(SeqState(2, prompt_len=10, max_tokens=10, priority=INTERACTIVE))
+    assert [q.seq_id for q in s.admit()] == [1]
+    s.finish(1)
+    assert [q.seq_id for q in s.admit()] == [2]
+    s.finish(2)
+    assert [q.seq_id for q in s.admit()] == [0]
+
+
+def test_a_passed_over_request_is_admitted_after_a_bounded_number_of_passes() -> None:
+    # A steady stream of interactive requests, each fitting beside the running ones,
+    # would hold a big request back forever; after MAX_PASSES it goes first, and
+    # nothing goes past it while it waits for KV.
+    s = make(max_running=8, kv=100, waiting=64)
+    s.add(SeqState(0, prompt_len=30, max_tokens=30))  # 60, running
+    s.admit()
+    s.add(SeqState(1, prompt_len=40, max_tokens=20))  # 60: waits for 0's KV
+    small = iter(range(2, 1000))
+    finished: list[int] = []
+    for _ in range(MAX_PASSES + 10):
+        s.add(SeqState(next(small), prompt_len=5, max_tokens=5, priority=INTERACTIVE))
+        admitted = [q.seq_id for q in s.admit()]
+        if 1 in admitted:
+            break
+        if not admitted:  # 1 is due and blocks: the running ones end one by one
+            running = sorted(s.running)
+            finished.append(running[0])
+            s.finish(running[0])
+        elif len(s.running) > 2:  # the editor's requests end quickly
+            s.finish(admitted[0])
+    assert 1 in s.running, "the big request starved"
+    assert s.running[1].passed == MAX_PASSES
+    assert 0 in finished  # it got its turn by waiting for 0, not by luck
+    assert s.kv_reserved <= s.kv_capacity
+
+
+def test_a_due_request_that_fits_goes_before_interactive_ones() -> None:
+    s = make(max_running=1, kv=1000, waiting=64)
+    s.add(SeqState(0, prompt_len=10, max_tokens=10))
+    for i in range(1, MAX_PASSES + 1):
+        s.add(SeqState(i, prompt_len=10, max_tokens=10, priority=INTERACTIVE))
+        assert [q.seq_id for q in s.admit()] == [i]
+        s.finish(i)
+    s.add(SeqState(99, prompt_len=10, max_tokens=10, priority=INTERACTIVE))
+    assert [q.seq_id for q in s.admit()] == [0]  # passed over MAX_PASSES times: its turn
 
 
 def test_a_sequence_larger_than_the_budget_is_refused_at_once() -> None:
