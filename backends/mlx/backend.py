@@ -23,7 +23,6 @@ batch would outgrow the limit, the newest sequences fail until it fits).
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +49,9 @@ from backends.base import (
 from backends.fim import fim_prompt
 from backends.mlx import load as mlx_load
 from backends.mlx.batch import DecodeBatch, padded_width
+from backends.mlx.prefixes import PrefixCache
 from backends.mlx.sampling import TokenSampler
 from backends.text import IncrementalText
-from backends.tokens import common_prefix
 
 NO_MEMORY = (
     "the model's memory limit is reached (the MLX decode batch pads every sequence to the "
@@ -96,13 +95,6 @@ class _Seq:
     reusable: bool
 
 
-@dataclass(slots=True)
-class _Prefix:
-    tokens: list[int]
-    cache: list[Any]
-    last_used: float
-
-
 class MlxBackend:
     """A loaded MLX model and its batch of sequences (see the module docstring)."""
 
@@ -115,8 +107,7 @@ class MlxBackend:
         self._model, self._tok = m.model, m.tokenizer
         self._batch = DecodeBatch()
         self._seqs: dict[int, _Seq] = {}
-        self._prefixes: list[_Prefix] = []
-        self._max_prefixes = m.options.entries if m.options.enabled else 0
+        self._prefixes = PrefixCache(m.options.entries if m.options.enabled else 0)
         self.capabilities = Capabilities(
             context_length=m.kv_capacity,
             max_sequences=request.max_sequences,
@@ -168,13 +159,14 @@ class MlxBackend:
         if sampling.constraint is not None:
             raise GrammarError(NO_GRAMMAR)
         # A seeded request never reuses KV from another batch: it must reproduce.
-        reusable = self._max_prefixes > 0 and sampling.seed is None
-        prefix, keep = self._best_prefix(prompt) if reusable else (None, 0)
+        reusable = self._prefixes.entries > 0 and sampling.seed is None
+        prefix, keep = (None, 0)
+        if reusable and self._loaded.trimmable:
+            prefix, keep = self._prefixes.best(prompt)
         self._evict_until_fits([len(prompt)])
         if not self._fits([len(prompt)]):
             raise OutOfMemory(NO_MEMORY)
         if prefix is not None and keep > 0:
-            prefix.last_used = time.monotonic()
             cache = [mlx_load.head(layer, keep) for layer in prefix.cache]
         else:
             keep, cache = 0, self._loaded.new_cache()
@@ -188,16 +180,6 @@ class MlxBackend:
             reusable=reusable and self._loaded.trimmable,
         )
         return keep
-
-    def _best_prefix(self, prompt: Sequence[int]) -> tuple[_Prefix | None, int]:
-        if not self._loaded.trimmable:
-            return None, 0
-        best, best_len = None, 0
-        for entry in self._prefixes:
-            n = common_prefix(entry.tokens, prompt)
-            if n > best_len:
-                best, best_len = entry, n
-        return best, min(best_len, len(prompt) - 1)
 
     def _fits(self, new: Sequence[int] = ()) -> bool:
         """Whether the decode batch fits under the memory limit once every active
@@ -213,9 +195,8 @@ class MlxBackend:
 
     def _evict_until_fits(self, new: Sequence[int] = ()) -> None:
         """Drop cached prefixes, least recently used first, until the batch fits."""
-        self._prefixes.sort(key=lambda p: p.last_used)
         while self._prefixes and not self._fits(new):
-            self._prefixes.pop(0)
+            self._prefixes.evict_oldest()
             self._mx.clear_cache()
 
     def _make_room(self) -> list[StepFailure]:
@@ -331,16 +312,7 @@ class MlxBackend:
         keep = keep_prefix and seq.reusable and len(seq.tokens) > 0
         cache = self._batch.leave([seq_id], extract=keep).get(seq_id, seq.cache)
         if keep and cache is not None:
-            self._remember(seq.tokens, cache)
-
-    def _remember(self, tokens: list[int], cache: list[Any]) -> None:
-        """Keep a finished sequence's KV; an entry it extends is superseded."""
-        self._prefixes = [
-            p for p in self._prefixes if common_prefix(p.tokens, tokens) < len(p.tokens)
-        ]
-        self._prefixes.append(_Prefix(tokens, cache, time.monotonic()))
-        self._prefixes.sort(key=lambda p: p.last_used)
-        del self._prefixes[: max(0, len(self._prefixes) - self._max_prefixes)]
+            self._prefixes.remember(seq.tokens, cache)
 
     def kv_cache_used(self) -> int:
         """KV positions allocated (bytes over bytes per token): the decode batch at its

@@ -14,8 +14,9 @@ from backends.hardware import detect
 from backends.options import PrefixOptions, prefix_options
 from backends.templates import ChatTemplate
 
-# Of the memory limit, what the weights and KV may use; the rest is for activations,
-# the decode batch's padding and the rest of the process.
+# Of the memory limit, what the weights and KV may use; the rest is for activations
+# and the rest of the process. The decode batch's padding is checked against the whole
+# limit as the batch grows (backends.mlx.batch), not set aside here.
 USABLE_FRACTION = 0.85
 HEADROOM_BYTES = 256 << 20
 MIN_KV_TOKENS = 256
@@ -42,7 +43,7 @@ class LoadedModel:
     trimmable: bool  # plain KV caches: prefixes can be cut and reused
     kv_bytes_per_token: int
     memory_limit: int
-    kv_capacity: int
+    kv_capacity: int  # KV tokens one sequence alone may hold; the scheduler's sum budget
     options: PrefixOptions
     details: Mapping[str, Any]
 
