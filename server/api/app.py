@@ -53,12 +53,20 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(InternalError("internal server error"))
 
 
-def create_app(hub: ModelHub, settings: Settings | None = None) -> Starlette:
+def create_app(
+    hub: ModelHub, settings: Settings | None = None, *, load_in_background: bool = False
+) -> Starlette:
+    """The app. Its start-up starts the models' engines and, unless
+    ``load_in_background``, waits for them to load. ``hearth serve`` loads in the
+    background: uvicorn binds only after start-up, and the server should answer
+    /health (and 503 on /health/ready) during a long load."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(hub.start)
+        if not load_in_background:
+            await asyncio.to_thread(hub.wait_loaded)
         try:
             yield
         finally:

@@ -15,7 +15,8 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """Readiness: every model to serve is loaded and its engine alive."""
+    """Readiness: every model to serve is loaded and its engine alive; else 503 with
+    the reason (``loading: <models>``, a model that failed or died, a drain)."""
     hub = hub_of(request)
     if not hub.ready():
         raise ModelUnavailable("not ready: " + hub.not_ready_reason(), retry_after=5)

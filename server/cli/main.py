@@ -151,7 +151,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     hub = ModelHub(
         models, names, hardware=detect(), metrics=Metrics(), max_waiting=settings.max_queue
     )
-    app = create_app(hub, settings)
+    app = create_app(hub, settings, load_in_background=True)
     # h11, not httptools: h11 bounds the bytes it buffers for an incomplete head (400
     # past it); httptools buffers any size. server/api/limits.py refuses a big whole head.
     server_config = uvicorn.Config(

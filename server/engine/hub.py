@@ -1,4 +1,9 @@
-"""The loaded models: one engine each, looked up by name or alias."""
+"""The loaded models: one engine each, looked up by name or alias.
+
+:meth:`ModelHub.start` only starts the engines: each loads its model on its own thread,
+so the server can listen (and answer liveness) during a long load. Until a model is
+loaded its requests get 503 with Retry-After and readiness names it as loading.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +44,6 @@ class ModelHub:
         self.backend_names: dict[str, str] = {}
         self.draining = False
         self.inflight = 0  # generation requests between submit and their last byte
-        self._served: set[str] = set()  # engines that reached READY
 
     def _config(self, name: str) -> ModelConfig:
         config = self.models.resolve(name)
@@ -48,7 +52,8 @@ class ModelHub:
         return config
 
     def start(self) -> None:
-        """Load every model to serve, each on its own engine thread; wait for all."""
+        """Start loading every model to serve, each on its own engine thread; return
+        without waiting (see :meth:`wait_loaded`)."""
         plugins = self._plugins if self._plugins is not None else registry.discover()
         for config in self._to_load:
             try:
@@ -69,10 +74,11 @@ class ModelHub:
             )
             self.engines[config.name] = engine
             engine.start()
-        for name, engine in self.engines.items():
+
+    def wait_loaded(self) -> None:
+        """Block until every engine has loaded its model or failed to."""
+        for engine in self.engines.values():
             engine.wait_loaded()
-            if engine.state is EngineState.READY:
-                self._served.add(name)
 
     def _load_request(self, config: ModelConfig) -> LoadRequest:
         return LoadRequest(
@@ -148,15 +154,23 @@ class ModelHub:
             engine.cancel_all("the server is shutting down")
 
     def dead_engines(self) -> list[str]:
-        """Engines that served and then failed (not those that never loaded)."""
-        return [name for name in self._served if self.engines[name].state is EngineState.FAILED]
+        """Engines that served and then failed, not those that failed to load: an engine
+        has a backend once its model is loaded."""
+        return [
+            name
+            for name, engine in self.engines.items()
+            if engine.state is EngineState.FAILED and engine.backend is not None
+        ]
 
     def not_ready_reason(self) -> str:
         if self.draining:
             return "the server is shutting down"
-        problems = [f"{name}: {error}" for name, error in self.load_errors.items()]
-        for name, engine in self.engines.items():
-            if engine.state is not EngineState.READY:
+        engines = self.engines.items()
+        loading = [name for name, engine in engines if engine.state is EngineState.LOADING]
+        problems = [f"loading: {', '.join(loading)}"] if loading else []
+        problems += [f"{name}: {error}" for name, error in self.load_errors.items()]
+        for name, engine in engines:
+            if engine.state not in (EngineState.READY, EngineState.LOADING):
                 problems.append(f"{name}: {engine.state.value} {engine.error or ''}".strip())
         return "; ".join(problems) or "no model is loaded"
 
@@ -169,5 +183,7 @@ class ModelHub:
         )
 
     def stop(self) -> None:
+        """Stop every engine. One still loading is not waited for: it stops when its
+        load ends, and a served process leaves without waiting for its thread."""
         for engine in self.engines.values():
-            engine.stop()
+            engine.stop(timeout=0 if engine.state is EngineState.LOADING else 30)

@@ -1,10 +1,13 @@
 """SIGTERM drains, a cut stream ends with an error event, a client gone before its
-first chunk is not waited for, a failed model fails alone."""
+first chunk is not waited for, the server listens while models load, a failed model
+fails alone."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -165,3 +168,74 @@ def test_a_model_that_fails_to_load_fails_alone(tmp_path: Path) -> None:
         assert ok.status_code == 200
         assert http.get("/health").status_code == 200
         assert http.get("/health/ready").status_code == 503
+
+
+def feed_when_read(fifo: Path, data: bytes) -> None:
+    """Write ``data`` into a named pipe once its reader has opened it, and close it."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:  # ENXIO: nobody reads it yet
+            if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def state_of(http: httpx.Client, model: str) -> str:
+    states = {m["id"]: str(m["state"]) for m in http.get("/v1/models").json()["data"]}
+    return states[model]
+
+
+def complete(http: httpx.Client, model: str) -> httpx.Response:
+    return http.post("/v1/completions", json={"model": model, "prompt": "x", "max_tokens": 1})
+
+
+def test_the_server_listens_while_a_model_loads(tmp_path: Path) -> None:
+    """A model whose file is a named pipe loads until the test writes into it: until
+    then /health is 200, /health/ready 503 naming it, and its requests 503 with
+    Retry-After, while the loaded model serves. Then its load fails, and only it."""
+    fifo = tmp_path / "slow.gguf"
+    os.mkfifo(fifo)
+    models = models_file(tmp_path, f'[models.slow]\npath = "{fifo}"\n')
+    with (
+        serve(tmp_path / "log", ("qwen", "slow"), models, wait_for=("qwen",)) as base,
+        httpx.Client(base_url=base, timeout=60) as http,
+    ):
+        try:
+            assert http.get("/health").status_code == 200
+            ready = http.get("/health/ready")
+            assert ready.status_code == 503
+            assert "loading: slow" in ready.json()["error"]["message"]
+            refused = complete(http, "slow")
+            assert refused.status_code == 503 and refused.headers["retry-after"]
+            assert "loading" in refused.json()["error"]["message"]
+            assert state_of(http, "slow") == "loading"
+            assert complete(http, "qwen").status_code == 200
+        finally:
+            feed_when_read(fifo, b"NOPE")
+        deadline = time.monotonic() + 60
+        while state_of(http, "slow") == "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        ready = http.get("/health/ready")
+        assert ready.status_code == 503 and "not a GGUF file" in ready.json()["error"]["message"]
+        assert complete(http, "qwen").status_code == 200
+        assert http.get("/health").status_code == 200
+
+
+def test_sigterm_during_a_load_does_not_wait_for_it(tmp_path: Path) -> None:
+    """A model still loading (a named pipe nobody writes) does not hold the exit."""
+    fifo = tmp_path / "slow.gguf"
+    os.mkfifo(fifo)
+    models = models_file(tmp_path, f'[models.slow]\npath = "{fifo}"\n')
+    procs: list[subprocess.Popen[bytes]] = []
+    with serve(tmp_path / "log", ("slow",), models, wait_for=(), procs=procs) as base:
+        assert httpx.get(f"{base}/health/ready").json()["error"]["message"].endswith("slow")
+        procs[0].send_signal(signal.SIGTERM)
+        assert procs[0].wait(25) == 0  # not the 30 s an engine's stop gives its thread
