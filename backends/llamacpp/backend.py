@@ -2,9 +2,13 @@
 
 All sequences share one context with a unified KV cache; each sequence is a llama.cpp
 sequence id ("slot"). A finished sequence's slot keeps its tokens as a cached prefix
-until the slot or its cells are needed, so a request that starts with the same tokens
-(the next chat turn, an IDE resending a file) feeds only what differs. A request with
-a ``seed`` never reuses a prefix, so the same seed and prompt give the same text.
+until the slot or its cells are needed, so a request that continues it (the next chat
+turn, an IDE resending a file) feeds only what differs; a request that shares only a
+prefix with another slot (a new conversation with the same system prompt and tools)
+shares those cells and leaves the other slot whole. Reuse stops where the memory does
+not hold exactly the shared tokens (a sliding-window cache that gave old cells away, a
+recurrent state): those prompts are prefilled afresh. A request with a ``seed`` is
+always prefilled afresh, never from KV computed in another batch.
 """
 
 from __future__ import annotations
@@ -37,12 +41,13 @@ from backends.fim import FimTokens, fim_prompt
 from backends.llamacpp import cpu
 from backends.llamacpp import gpu as llamacpp_gpu
 from backends.llamacpp.grammars import to_gbnf
-from backends.options import prefix_options
+from backends.options import PrefixOptions, prefix_options
 from backends.templates import ChatTemplate
 from backends.text import Utf8Stream
 from backends.tokens import common_prefix
 
 GGUF_MAGIC = b"GGUF"
+MIN_REUSE = 16  # shared tokens below which a prefix is not worth reusing
 
 
 @dataclass(slots=True)
@@ -132,8 +137,12 @@ class LlamaCppBackend:
         n_train = ll.llama_model_n_ctx_train(self._model)
         self._eog = native.eog_tokens(self._vocab)
         self._n_ctx = request.context_length
-        n_cache_slots = options.entries if options.enabled else 0
+        n_cache_slots = _cache_slots(request, options, ll.llama_max_parallel_sequences())
         self._slots = [_Slot(i) for i in range(request.max_sequences + n_cache_slots)]
+        self._n_swa = ll.llama_model_n_swa(self._model)
+        self._recurrent = ll.llama_model_is_recurrent(self._model) or ll.llama_model_is_hybrid(
+            self._model
+        )
         self._ctx = self._new_context(request, len(self._slots))
         self._mem = ll.llama_get_memory(self._ctx)
         self._batch = native.Batch(self._batch_capacity(request))
@@ -281,24 +290,67 @@ class LlamaCppBackend:
         slot, keep = self._pick_slot(prompt)
         if sampling.seed is not None:
             # KV computed in another batch differs in the last bits, which can change a
-            # sampled token: a seeded request is prefilled alone so that it reproduces.
-            keep = 0
-        self._ll.llama_memory_seq_rm(self._mem, slot.id, keep, -1)
-        del slot.tokens[keep:]
+            # sampled token: a seeded request never starts from another's KV.
+            keep = self._truncate(slot, 0)
+        else:
+            keep = self._share(slot, prompt, self._truncate(slot, keep))
         slot.busy = True
         self._seqs[seq_id] = _Seq(slot, list(prompt[keep:]), sampler, Utf8Stream())
         return keep
 
     def _pick_slot(self, prompt: Sequence[int]) -> tuple[_Slot, int]:
-        """The free slot sharing the longest prefix with ``prompt``, else the emptiest,
-        least recently used one. At least one prompt token is always left to feed."""
+        """The free slot that ``prompt`` continues (it shares all of the slot's tokens
+        but a few: the next turn of a conversation), else the emptiest, least recently
+        used one, so that what another slot holds past the shared part stays cached
+        (``_share`` lends the shared part). Returns the slot and how many of its tokens
+        the prompt shares; at least one prompt token is always left to feed."""
         free = [s for s in self._slots if not s.busy]
-        best, best_len = free[0], -1
-        for slot in free:
-            n = common_prefix(slot.tokens, prompt)
-            if n > best_len or (n == best_len and _colder(slot, best)):
-                best, best_len = slot, n
-        return best, min(best_len, len(prompt) - 1)
+        shared = {slot.id: common_prefix(slot.tokens, prompt) for slot in free}
+        best = max(free, key=lambda slot: shared[slot.id])
+        n = shared[best.id]
+        if n < MIN_REUSE or len(best.tokens) - n >= MIN_REUSE:
+            best = min(free, key=lambda slot: (len(slot.tokens), slot.last_used))
+        return best, min(shared[best.id], len(prompt) - 1)
+
+    def _share(self, slot: _Slot, prompt: Sequence[int], keep: int) -> int:
+        """Start ``slot`` from a longer prefix of ``prompt`` held by another slot, busy or
+        not, where there is one: its cells gain ``slot``'s sequence id (the unified KV
+        cache shares them; nothing is copied), so a new conversation with the same
+        system prompt and tools as a cached or running one prefills only what differs,
+        and the other keeps its own KV. Returns the tokens ``slot`` now starts from."""
+        if self._recurrent:
+            return keep  # a recurrent state cannot be shared part-way
+        ll, mem = self._ll, self._mem
+        donor, n = slot, keep
+        for other in self._slots:
+            m = common_prefix(other.tokens, prompt)
+            if other is not slot and m > n:
+                donor, n = other, m
+        n = min(n, len(prompt) - 1)
+        if donor is slot or n < keep + MIN_REUSE:
+            return keep
+        needed = max(0, n - self._n_swa) if self._n_swa else 0
+        if not 0 <= ll.llama_memory_seq_pos_min(mem, donor.id) <= needed:
+            return keep  # the donor's sliding window no longer holds what this needs
+        self._clear(slot)
+        ll.llama_memory_seq_cp(mem, donor.id, slot.id, 0, n)
+        slot.tokens.extend(donor.tokens[:n])
+        return n
+
+    def _truncate(self, slot: _Slot, keep: int) -> int:
+        """Cut ``slot``'s KV to its first ``keep`` tokens, or to none where the memory
+        cannot hold exactly those: a recurrent or hybrid model's state cannot be cut
+        part-way (``seq_rm`` says so), and a sliding-window cache may have given the
+        cells of positions that left the window to another sequence (``seq_pos_min``
+        says how far back it still holds). Returns the tokens kept."""
+        ll, mem = self._ll, self._mem
+        if keep > 0 and ll.llama_memory_seq_rm(mem, slot.id, keep, -1):
+            needed = max(0, keep - self._n_swa) if self._n_swa else 0
+            if 0 <= ll.llama_memory_seq_pos_min(mem, slot.id) <= needed:
+                del slot.tokens[keep:]
+                return keep
+        self._clear(slot)
+        return 0
 
     def step(self, work: Sequence[Work]) -> tuple[list[Delta], list[StepFailure]]:
         fed = self._fill_batch(work)
@@ -368,6 +420,7 @@ class LlamaCppBackend:
         self._drop(seq_id)
 
     def kv_cache_used(self) -> int:
+        # Cells shared by several slots count once per slot: an upper bound.
         return sum(len(slot.tokens) for slot in self._slots)
 
     def close(self) -> None:
@@ -380,8 +433,26 @@ class LlamaCppBackend:
             self._ctx = None
 
 
-def _colder(a: _Slot, b: _Slot) -> bool:
-    return (len(a.tokens), a.last_used) < (len(b.tokens), b.last_used)
+def _cache_slots(request: LoadRequest, options: PrefixOptions, limit: int) -> int:
+    """How many finished sequences to keep as prefixes: ``prefix_cache_slots``, within
+    llama.cpp's limit on sequences in one context (``limit``) beside ``max_sequences``."""
+    room = limit - request.max_sequences
+    if room < 0:
+        raise ModelLoadError(
+            f"model {request.name!r}: max_sequences = {request.max_sequences} is more than "
+            f"llama.cpp's {limit} sequences per context"
+        )
+    if not options.enabled:
+        return 0
+    if "prefix_cache_slots" not in request.options:
+        return min(options.entries, room)
+    if options.entries > room:
+        raise ModelLoadError(
+            f"model {request.name!r}: max_sequences ({request.max_sequences}) plus "
+            f"options.prefix_cache_slots ({options.entries}) is more than llama.cpp's {limit} "
+            f"sequences per context; lower one of them"
+        )
+    return options.entries
 
 
 def _check_gguf(path: Path) -> None:
