@@ -25,7 +25,7 @@ def prefix_options(request: LoadRequest, backend: str, entries_key: str) -> Pref
             f"known: {', '.join(sorted(known))}"
         )
     enabled = request.options.get("prefix_cache", True)
-    entries = request.options.get(entries_key, request.max_sequences)
+    entries = request.options.get(entries_key, min(request.max_sequences, 256))
     if not isinstance(enabled, bool):
         raise ModelLoadError(f"model {name!r}: options.prefix_cache must be true or false")
     if not isinstance(entries, int) or isinstance(entries, bool) or not 0 <= entries <= 256:

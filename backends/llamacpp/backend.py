@@ -130,6 +130,7 @@ class LlamaCppBackend:
         native.init_logging()
         options = prefix_options(request, "llama.cpp", "prefix_cache_slots")
         self._prefix_cache = options.enabled
+        n_cache_slots = _cache_slots(request, options, ll.llama_max_parallel_sequences())
         _check_gguf(request.path)
         ll.llama_backend_init()
         self._model = self._load_model(request)
@@ -137,7 +138,6 @@ class LlamaCppBackend:
         n_train = ll.llama_model_n_ctx_train(self._model)
         self._eog = native.eog_tokens(self._vocab)
         self._n_ctx = request.context_length
-        n_cache_slots = _cache_slots(request, options, ll.llama_max_parallel_sequences())
         self._slots = [_Slot(i) for i in range(request.max_sequences + n_cache_slots)]
         self._n_swa = ll.llama_model_n_swa(self._model)
         self._recurrent = ll.llama_model_is_recurrent(self._model) or ll.llama_model_is_hybrid(
