@@ -95,6 +95,6 @@ class TimedStreamingResponse(StreamingResponse):
         except TimeoutError:
             log.warning("a stream's client stopped reading; cut at the request timeout")
         finally:
+            self._on_close()  # first: closing the body may await, and be cancelled
             with contextlib.suppress(Exception):
                 await self._body.aclose()
-            self._on_close()
