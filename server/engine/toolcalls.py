@@ -3,11 +3,16 @@
 The model writes ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``; text
 outside those tags stays content. A small model sometimes writes the call's JSON alone,
 without the tags, or in a ```json fence: an answer that starts with ``{`` or ```json is
-therefore held back to its end and taken as a call if it is one,
+therefore held back to its end and taken as calls if it is a sequence of calls (separated
+by white space or commas, as a small model writes several at once), each
 ``{"name": <an offered tool>, "arguments": ...}``. A call whose JSON does not parse,
 names no offered tool, or whose arguments do not match the tool's parameter schema is
 still returned (as written) and counted in
 ``hearth_tool_call_parse_failures_total``: never dropped.
+
+With ``parallel_tool_calls: false`` the request also stops at ``</tool_call>`` (see
+:mod:`server.api.openai.schemas`), so the model writes no second call; the parser
+returns only the first call in any case (a bare answer is read to its end).
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ class ToolCallParser:
     """Feed it text deltas; it returns content and complete calls, holding back only
     what might still be the start of a tag (and whitespace next to a call)."""
 
-    def __init__(self, tools: Sequence[Tool]) -> None:
+    def __init__(self, tools: Sequence[Tool], *, parallel: bool = True) -> None:
         self._schemas = {t.name: json.loads(t.parameters) for t in tools}
+        self._max_calls = None if parallel else 1
         self._buffer = ""
         self._in_call = False
         self._bare = False  # the answer began with "{": held to the end
@@ -60,7 +66,7 @@ class ToolCallParser:
                 break
             head, self._buffer = self._buffer[:at], self._buffer[at + len(tag) :]
             if self._in_call:
-                out.append(self._call(head))
+                out += self._call(head)
             elif head.strip() or not self.calls:
                 out += self._content(head.rstrip() if head.strip() else "")
             self._in_call = not self._in_call
@@ -75,18 +81,24 @@ class ToolCallParser:
     def flush(self) -> list[Piece]:
         """The end of the text: an unclosed call is parsed as it stands."""
         rest, self._buffer = self._buffer, ""
-        if self._bare and _names_a_tool(_unfenced(rest), self._schemas):
-            return [self._call(_unfenced(rest))]
+        bare = _bare_calls(rest, self._schemas) if self._bare else []
+        if bare:
+            return [piece for body in bare for piece in self._call(body)]
         if self._in_call:
             self._in_call = False
-            return [self._call(rest)]
+            return self._call(rest)
         return self._content(rest if rest.strip() or not self.calls else "")
 
     def _content(self, text: str) -> list[Piece]:
         self._emitted = self._emitted or bool(text)
         return [TextDelta(text)] if text else []
 
-    def _call(self, body: str) -> ToolCallDelta:
+    def _call(self, body: str) -> list[Piece]:
+        if self._max_calls is not None and self.calls >= self._max_calls:
+            return []
+        return [self._parse_call(body)]
+
+    def _parse_call(self, body: str) -> ToolCallDelta:
         index, self.calls = self.calls, self.calls + 1
         call_id = "call_" + uuid.uuid4().hex[:24]
         try:
@@ -118,12 +130,21 @@ def _unfenced(text: str) -> str:
     return text.strip()
 
 
-def _names_a_tool(text: str, tools: Mapping[str, Any]) -> bool:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(value, dict) and value.get("name") in tools and "arguments" in value
+def _bare_calls(text: str, tools: Mapping[str, Any]) -> list[str]:
+    """The JSON text of each call in a bare (or fenced) answer: one or more objects
+    apart by white space or commas, each naming an offered tool. ``[]`` if it is not."""
+    rest, bodies = _unfenced(text), []
+    decoder = json.JSONDecoder()
+    while rest:
+        try:
+            value, end = decoder.raw_decode(rest)
+        except ValueError:
+            return []
+        if not (isinstance(value, dict) and value.get("name") in tools and "arguments" in value):
+            return []
+        bodies.append(rest[:end])
+        rest = rest[end:].lstrip().removeprefix(",").lstrip()
+    return bodies
 
 
 def _partial_tag(text: str, tag: str) -> int:
@@ -181,11 +202,17 @@ class ToolCallStream(RequestStream):
     engine's stream (and has no queue of its own)."""
 
     def __init__(
-        self, inner: RequestStream, tools: Sequence[Tool], metrics: Metrics, model: str
+        self,
+        inner: RequestStream,
+        tools: Sequence[Tool],
+        metrics: Metrics,
+        model: str,
+        *,
+        parallel: bool = True,
     ) -> None:
         self.request_id = inner.request_id
         self._inner = inner
-        self._parser = ToolCallParser(tools)
+        self._parser = ToolCallParser(tools, parallel=parallel)
         self._ready: deque[Event] = deque()
         self._metrics = metrics
         self._model = model

@@ -28,6 +28,7 @@ TOOLS = [
     }
 ]
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+TWO_CALLS = f"{CALL}\n{CALL.replace('Paris', 'Oslo')}\nDone."
 
 
 def body(said: str, **kw: Any) -> dict[str, Any]:
@@ -71,6 +72,38 @@ def test_streamed_tool_call_chunks(client: TestClient) -> None:
     assert json.loads(second["function"]["arguments"]) == {"city": "Paris"}
     assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert "".join(d.get("content") or "" for d in deltas) == ""
+
+
+def test_parallel_tool_calls_false_stops_generation_after_the_first_call(
+    client: TestClient,
+) -> None:
+    choice, usage = answer(client, body(TWO_CALLS))
+    assert [
+        json.loads(c["function"]["arguments"])["city"] for c in choice["message"]["tool_calls"]
+    ] == ["Paris", "Oslo"]
+    assert usage["completion_tokens"] == len(TWO_CALLS)  # the fake writes a token a byte
+    choice, usage = answer(client, body(TWO_CALLS, parallel_tool_calls=False))
+    (call,) = choice["message"]["tool_calls"]
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    assert usage["completion_tokens"] == len(CALL)  # it stopped at the first call's end
+
+
+def test_parallel_tool_calls_false_streamed(client: TestClient) -> None:
+    request = body(TWO_CALLS, parallel_tool_calls=False, stream=True)
+    events = sse_events(client.post(CHAT, json=request).text)
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    parts = [t for d in deltas for t in d.get("tool_calls", [])]
+    assert {p["index"] for p in parts} == {0}
+    assert json.loads(parts[-1]["function"]["arguments"]) == {"city": "Paris"}
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def answer(client: TestClient, request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    r = client.post(CHAT, json=request)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    return data["choices"][0], data["usage"]
 
 
 def test_no_call_is_plain_content(client: TestClient) -> None:

@@ -95,3 +95,40 @@ def test_next_turn_uses_the_tool_answer(client: openai.OpenAI) -> None:
     choice = r.choices[0]
     assert choice.finish_reason == "stop" and not choice.message.tool_calls
     assert "21" in (choice.message.content or ""), choice.message.content
+
+
+TIME: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Get the current local time in one city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "The city name"}},
+            "required": ["city"],
+        },
+    },
+}
+# Asked for two cities, the default model writes both calls, as bare JSON objects.
+TWO_CITIES: list[Any] = [
+    {
+        "role": "system",
+        "content": "You must call a tool for every city the user names, one call per city, "
+        "in a single reply. Never guess.",
+    },
+    {"role": "user", "content": "What is the weather in Paris and in Tokyo?"},
+]
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_parallel_tool_calls(client: openai.OpenAI, parallel: bool) -> None:
+    r = client.chat.completions.create(
+        model="default", messages=TWO_CITIES, tools=[*TOOLS, TIME], temperature=0,
+        max_tokens=150, parallel_tool_calls=parallel,
+    )  # fmt: skip
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls", choice.message
+    calls = choice.message.tool_calls or []
+    cities = [json.loads(c.function.arguments)["city"] for c in calls]
+    assert cities == (["Paris", "Tokyo"] if parallel else ["Paris"])
+    assert all(c.function.name == "get_weather" for c in calls)

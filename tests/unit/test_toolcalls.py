@@ -24,8 +24,10 @@ WEATHER = Tool(
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 
 
-def run(text: str, chunk: int | None = None) -> tuple[str, list[ToolCallDelta], int]:
-    parser = ToolCallParser([WEATHER])
+def run(
+    text: str, chunk: int | None = None, *, parallel: bool = True
+) -> tuple[str, list[ToolCallDelta], int]:
+    parser = ToolCallParser([WEATHER], parallel=parallel)
     size = chunk or len(text) or 1
     pieces = [p for i in range(0, len(text), size) for p in parser.feed(text[i : i + size])]
     pieces += parser.flush()
@@ -126,3 +128,42 @@ def test_other_fences_stream_as_content() -> None:
     assert parser.feed("```py")  # decided at once: not held to the end
     assert run(text, 2) == (text, [], 0)
     assert run("`x`", 1) == ("`x`", [], 0)
+
+
+BARE_TWO = (
+    '{"name": "get_weather", "arguments": {"city": "Paris"}},\n'
+    '{"name": "get_weather", "arguments": {"city": "Tokyo"}}'
+)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 5])
+@pytest.mark.parametrize(
+    "text",
+    [
+        BARE_TWO,
+        BARE_TWO.replace(",\n", "\n"),
+        BARE_TWO.replace(",\n", ", "),
+        f"```json\n{BARE_TWO}\n```",
+    ],
+)
+def test_bare_json_calls_one_after_another_are_calls(text: str, chunk: int | None) -> None:
+    # What the default model writes when asked about two cities with two tools offered.
+    content, calls, failures = run(text, chunk)
+    assert [json.loads(c.call.arguments)["city"] for c in calls] == ["Paris", "Tokyo"]
+    assert [c.index for c in calls] == [0, 1] and content == "" and failures == 0
+
+
+def test_bare_json_with_one_object_that_is_not_a_call_stays_content() -> None:
+    text = BARE_TWO + ',\n{"city": "Oslo"}'
+    assert run(text, 3) == (text, [], 0)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+@pytest.mark.parametrize("text", [f"{CALL}\n{CALL.replace('Paris', 'Oslo')}", BARE_TWO])
+def test_with_parallel_calls_off_only_the_first_call_is_returned(
+    text: str, chunk: int | None
+) -> None:
+    content, calls, failures = run(text, chunk, parallel=False)
+    (delta,) = calls
+    assert delta.index == 0 and json.loads(delta.call.arguments) == {"city": "Paris"}
+    assert content == "" and failures == 0

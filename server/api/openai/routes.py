@@ -47,7 +47,8 @@ async def _generate(
     gen = parsed.generation
     stream, deadline = await start(request, engine, gen)
     if gen.tools:
-        stream = ToolCallStream(stream, gen.tools, hub_of(request).metrics, gen.model)
+        metrics, parallel = hub_of(request).metrics, gen.parallel_tool_calls
+        stream = ToolCallStream(stream, gen.tools, metrics, gen.model, parallel=parallel)
     shape = Shape.for_request(gen.request_id, gen.model, chat=chat)
     relay = Relay(request, engine, stream, deadline, gen, streamed=parsed.stream)
     if parsed.stream:

@@ -17,6 +17,7 @@ from backends.base import INTEGER_SAMPLING, SAMPLING_RANGES, ChatMessage, Sampli
 from server.api.openai.formats import parse_response_format
 from server.api.openai.tools import parse_tool_calls, parse_tools
 from server.engine.requests import INTERACTIVE, Fim, GenerationRequest
+from server.engine.toolcalls import CALL_CLOSE
 from server.errors import InvalidRequest, UnsupportedParameter
 
 MAX_STOP_STRINGS = 16
@@ -80,12 +81,17 @@ def parse_chat(
         raise InvalidRequest(
             "a required tool call and 'response_format' cannot be combined", param="tool_choice"
         )
-    parsed = _parsed(fields, defaults, model, max_tokens, messages=messages, tools=choice.tools)
-    if choice.constraint is None:
-        return parsed
+    parsed = _parsed(
+        fields, defaults, model, max_tokens,
+        messages=messages, tools=choice.tools, parallel_tool_calls=choice.parallel,
+    )  # fmt: skip
     gen = parsed.generation
-    sampling = replace(gen.sampling, constraint=choice.constraint)
-    return replace(parsed, generation=replace(gen, sampling=sampling, constraint_param="tools"))
+    if not choice.parallel:  # one call: stop at its end rather than generate a second
+        gen = replace(gen, stop=(*gen.stop, CALL_CLOSE))
+    if choice.constraint is not None:
+        sampling = replace(gen.sampling, constraint=choice.constraint)
+        gen = replace(gen, sampling=sampling, constraint_param="tools")
+    return replace(parsed, generation=gen)
 
 
 def parse_completion(body: Any, defaults: SamplingParams, *, model: str) -> ParsedRequest:

@@ -3,6 +3,8 @@
 The model writes a call as ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``
 (Qwen2.5 and Hermes-style templates; parsed by :mod:`server.engine.toolcalls`). ``required`` or
 a named function forces such a call with a grammar; ``none`` leaves the tools out.
+``parallel_tool_calls: false`` allows one call: the request stops at the first
+``</tool_call>`` and the parser keeps only the first call.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 class ToolChoice:
     tools: tuple[Tool, ...]  # rendered into the prompt; empty for "none"
     constraint: Constraint | None  # forces a call: "required" or a named function
+    parallel: bool = True  # False: at most one call, generation stops at its end
 
 
 def parse_tools(tools: Any, choice: Any, parallel: Any) -> ToolChoice | None:
@@ -41,17 +44,18 @@ def parse_tools(tools: Any, choice: Any, parallel: Any) -> ToolChoice | None:
     parsed = tuple(_tool(i, t) for i, t in enumerate(tools))
     if len({t.name for t in parsed}) != len(parsed):
         raise InvalidRequest("tool names must be unique", param="tools")
+    several = parallel is not False
     if choice in (None, "auto"):
-        return ToolChoice(parsed, None)
+        return ToolChoice(parsed, None, parallel=several)
     if choice == "none":
         return ToolChoice((), None)
     if choice == "required":
-        return ToolChoice(parsed, _forced(parsed))
+        return ToolChoice(parsed, _forced(parsed), parallel=several)
     name = _named(choice)
     chosen = tuple(t for t in parsed if t.name == name)
     if not chosen:
         raise InvalidRequest(f"'tool_choice' names {name!r}, not in 'tools'", param="tool_choice")
-    return ToolChoice(parsed, _forced(chosen))
+    return ToolChoice(parsed, _forced(chosen), parallel=several)
 
 
 def _named(choice: Any) -> str:
