@@ -2,17 +2,38 @@
 
 On a build without GPU offload nothing here changes a parameter except the KV cache
 type: every layer stays on the CPU.
+
+Each model loads on its own engine thread, all at once. A model planned against the free
+memory must therefore load before the next one reads it: :func:`loading` lets one GPU
+model at a time plan and load (weights, KV cache, compute buffer), so each plan sees the
+memory taken by the models loaded before it. CPU-only loads do not wait.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from backends import hardware
 from backends.base import LoadRequest, ModelLoadError
 from backends.llamacpp import offload
+
+_GPU_LOAD = threading.Lock()  # the process's GPUs: one model plans and loads at a time
+
+
+@contextlib.contextmanager
+def loading(ll: Any, request: LoadRequest) -> Iterator[None]:
+    """Hold from reading the free memory until the model and its context are loaded.
+    A build without GPU offload, or ``gpu_layers = 0``, does not take the lock."""
+    if not ll.llama_supports_gpu_offload() or request.gpu_layers == 0:
+        yield
+        return
+    with _GPU_LOAD:
+        yield
 
 
 @dataclass(frozen=True, slots=True)

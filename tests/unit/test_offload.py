@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import struct
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -24,7 +25,14 @@ from backends.llamacpp.gguf_header import (
     SkippedArray,
     read_header,
 )
-from backends.llamacpp.offload import DEFAULT_MARGIN, OffloadError, _fit_layers, _layer_bytes, plan
+from backends.llamacpp.offload import (
+    DEFAULT_MARGIN,
+    OffloadError,
+    OffloadPlan,
+    _fit_layers,
+    _layer_bytes,
+    plan,
+)
 from server.config import ConfigError, load_models_file, parse_size
 from tests.gguf_files import gguf_string, llama_header, raw_header
 
@@ -276,6 +284,75 @@ def test_a_cpu_build_or_unknown_memory_keeps_the_old_behaviour(
     assert params.n_gpu_layers == 0
     llamacpp_gpu.apply_model(FakeLlama(gpu=True), params, load_request(path))
     assert params.n_gpu_layers == -1  # Metal: no nvidia-smi, every layer on the GPU
+
+
+class FakeGpu:
+    """One GPU's free memory as nvidia-smi would report it: a load takes what its plan
+    placed. The first reading waits (up to a second) for a second one, so two loads
+    that plan at the same time both read the memory before either takes any."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self.reads: list[int] = []
+        self._second = threading.Event()
+
+    def free_bytes(self) -> tuple[int, ...]:
+        self.reads.append(self.free)
+        if len(self.reads) == 1:
+            self._second.wait(1.0)
+        else:
+            self._second.set()
+        return (self.free,)
+
+
+def test_two_models_plan_their_offload_one_after_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = llama_header(tmp_path / "7b.gguf", "7b")
+    request = load_request(path)
+    whole = plan(read_header(path), context_length=8192, max_sequences=8, gpus=(80 * GB,))
+    gpu = FakeGpu(whole.gpu_bytes + DEFAULT_MARGIN + whole.gpu_bytes // 2)  # room for 1.5
+    monkeypatch.setattr(hardware, "gpu_free_bytes", gpu.free_bytes)
+    ll = FakeLlama(gpu=True)
+    plans: list[OffloadPlan] = []
+
+    def load() -> None:  # what LlamaCppPlugin.load does around the llama.cpp calls
+        with llamacpp_gpu.loading(ll, request):
+            placed = llamacpp_gpu.apply_model(ll, FakeParams(), request)
+            assert placed.plan is not None
+            gpu.free -= placed.plan.gpu_bytes  # the weights, KV cache and compute buffer
+            plans.append(placed.plan)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    first, second = plans
+    assert gpu.reads == [gpu.reads[0], gpu.reads[0] - first.gpu_bytes]  # it saw the first
+    assert first.output_on_gpu and first.gpu_bytes == whole.gpu_bytes
+    assert 0 < second.layers_on_gpu < first.layers_on_gpu
+    assert gpu.free >= DEFAULT_MARGIN  # nothing planned on memory the other one took
+
+
+def test_a_cpu_only_load_does_not_wait_for_a_gpu_load(tmp_path: Path) -> None:
+    request = load_request(tmp_path / "m.gguf")
+    entered: list[str] = []
+
+    def cpu_load(ll: FakeLlama, req: LoadRequest) -> None:
+        with llamacpp_gpu.loading(ll, req):
+            entered.append(req.name)
+
+    with llamacpp_gpu.loading(FakeLlama(gpu=True), request):  # a GPU model is loading
+        for ll, req in [
+            (FakeLlama(gpu=False), request),  # a build without GPU offload
+            (FakeLlama(gpu=True), load_request(tmp_path / "m.gguf", name="cpu", gpu_layers=0)),
+        ]:
+            t = threading.Thread(target=cpu_load, args=(ll, req))
+            t.start()
+            t.join(10)
+            assert not t.is_alive(), "a CPU-only load waited for the GPU lock"
+    assert entered == ["m", "cpu"]
 
 
 def test_a_quantized_kv_cache_turns_flash_attention_on(tmp_path: Path) -> None:
