@@ -324,13 +324,27 @@ def test_real_pull_gemma(tmp_path: Path) -> None:
     assert is_present(target, GEMMA_SHA)
 
 
-def test_serve_accepts_a_local_model_folder_without_a_source(tmp_path: Path) -> None:
+def test_serve_accepts_a_local_model_folder_without_a_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from server.cli.main import _ensure_pulled
-    from server.config import load_models_file
+    from server.config import ConfigError, load_models_file
 
+    def no_pull(*args: object, **kwargs: object) -> Path:
+        raise AssertionError("a model folder that is present was pulled")
+
+    monkeypatch.setattr(pull_mod, "pull", no_pull)
     folder = tmp_path / "my-mlx-model"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     toml = tmp_path / "models.toml"
     toml.write_text(f'[models.m]\npath = "{folder}"\n')
-    _ensure_pulled(load_models_file(toml, tmp_path).models["m"])  # no error: present
+    config = load_models_file(toml, tmp_path).models["m"]
+    assert config.source is None and config.path == folder
+    _ensure_pulled(config)  # what serve does for each model before it loads
+    assert capsys.readouterr().err == ""  # no "pulling" line
+    assert [p.name for p in folder.iterdir()] == ["config.json"]
+    # The same folder without its config.json is not a model yet: serve stops there.
+    (folder / "config.json").unlink()
+    with pytest.raises(ConfigError, match=r"model 'm': .* is missing and has no source"):
+        _ensure_pulled(config)
