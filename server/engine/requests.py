@@ -47,7 +47,7 @@ class GenerationRequest:
     messages: tuple[ChatMessage, ...] | None = None
     prompt: str | None = None
     fim: Fim | None = None
-    priority: int = 0  # INTERACTIVE prefills before the rest
+    priority: int = 0  # INTERACTIVE is admitted and prefilled before the rest
     constraint_param: str = "response_format"  # the field named when it is refused
     tools: tuple[Tool, ...] = ()  # offered to the model; its calls are parsed from the text
     parallel_tool_calls: bool = True  # False: one call at most (``stop`` ends at its close tag)
