@@ -96,7 +96,11 @@ class LlamaCppPlugin:
             return False
 
     def load(self, request: LoadRequest) -> Backend:
-        return LlamaCppBackend(request)
+        import llama_cpp as ll
+
+        # Models sharing a GPU plan one after another, each seeing what the last took.
+        with llamacpp_gpu.loading(ll, request):
+            return LlamaCppBackend(request)
 
 
 def gpu_offload_supported() -> bool:
