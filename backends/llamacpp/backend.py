@@ -28,7 +28,6 @@ from backends.base import (
     Constraint,
     Delta,
     FimUnsupported,
-    GrammarError,
     LoadRequest,
     ModelLoadError,
     SamplingParams,
@@ -40,7 +39,7 @@ from backends.base import (
 from backends.fim import FimTokens, fim_prompt
 from backends.llamacpp import cpu
 from backends.llamacpp import gpu as llamacpp_gpu
-from backends.llamacpp.grammars import to_gbnf
+from backends.llamacpp.sampler import Grammars, Sampler
 from backends.options import PrefixOptions, prefix_options
 from backends.templates import ChatTemplate
 from backends.text import Utf8Stream
@@ -64,7 +63,7 @@ class _Slot:
 class _Seq:
     slot: _Slot
     pending: list[int]
-    sampler: Any
+    sampler: Sampler
     text: Utf8Stream
 
 
@@ -141,6 +140,7 @@ class LlamaCppBackend:
         self._vocab = ll.llama_model_get_vocab(self._model)
         n_train = ll.llama_model_n_ctx_train(self._model)
         self._eog = native.eog_tokens(self._vocab)
+        self._grammars = Grammars(self._vocab)
         self._n_ctx = request.context_length
         self._slots = [_Slot(i) for i in range(request.max_sequences + n_cache_slots)]
         self._n_swa = ll.llama_model_n_swa(self._model)
@@ -274,23 +274,15 @@ class LlamaCppBackend:
         return fim_prompt(tokens, plain, prefix, suffix, extra, bos=bos)
 
     def check_constraint(self, constraint: Constraint) -> None:
-        self._ll.llama_sampler_free(self._grammar(constraint))
-
-    def _grammar(self, constraint: Constraint) -> Any:
-        sampler = self._native.grammar_sampler(self._vocab, to_gbnf(constraint))
-        if sampler is None:
-            raise GrammarError("llama.cpp could not parse the grammar for this schema")
-        return sampler
+        self._grammars.compiled(constraint)
 
     # -- the batch -------------------------------------------------------------------
 
     def add(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
         # The sampler first: if it cannot be made, no slot is left marked busy.
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
-        grammar = self._grammar(sampling.constraint) if sampling.constraint else None
-        sampler = self._native.make_sampler(
-            sampling, self.capabilities.vocab_size, seed, self._eog, grammar
-        )
+        grammar = self._grammars.fresh(sampling.constraint) if sampling.constraint else None
+        sampler = Sampler(sampling, self.capabilities.vocab_size, seed, self._eog, grammar)
         slot, keep = self._pick_slot(prompt)
         if sampling.seed is not None:
             # KV computed in another batch differs in the last bits, which can change a
@@ -394,7 +386,7 @@ class LlamaCppBackend:
 
     def _sample(self, seq_id: int, seq: _Seq, index: int) -> Delta:
         ll = self._ll
-        token = int(ll.llama_sampler_sample(seq.sampler, self._ctx, index))
+        token = seq.sampler.sample(self._ctx, index)
         if ll.llama_vocab_is_eog(self._vocab, token):
             return Delta(seq_id, token, seq.text.flush(), eog=True)
         seq.pending.append(token)
@@ -411,7 +403,7 @@ class LlamaCppBackend:
         seq = self._seqs.pop(seq_id, None)
         if seq is None:
             return
-        self._ll.llama_sampler_free(seq.sampler)
+        seq.sampler.free()
         seq.slot.busy = False
         if not self._prefix_cache:
             self._clear(seq.slot)
@@ -431,6 +423,7 @@ class LlamaCppBackend:
         for seq_id in list(self._seqs):
             self._drop(seq_id)
         if self._ctx is not None:
+            self._grammars.close()
             self._batch.free()
             self._ll.llama_free(self._ctx)
             self._ll.llama_model_free(self._model)

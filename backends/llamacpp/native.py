@@ -71,15 +71,11 @@ def grammar_sampler(vocab: Any, grammar: str) -> Any:
     return ll.llama_sampler_init_grammar(vocab, grammar.encode(), b"root") or None
 
 
-def make_sampler(
-    sampling: SamplingParams, n_vocab: int, seed: int, eog: list[int], grammar: Any = None
-) -> Any:
-    """A sampler chain for one sequence: the grammar (a :func:`grammar_sampler`, owned by
-    the chain from here on), bans, penalties, truncation, then the draw."""
+def make_sampler(sampling: SamplingParams, n_vocab: int, seed: int, eog: list[int]) -> Any:
+    """A sampler chain for one sequence: bans, penalties, truncation, then the draw.
+    A grammar is checked apart from it (``backends.llamacpp.sampler``)."""
     chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
     add = ll.llama_sampler_chain_add
-    if grammar is not None:
-        add(chain, grammar)
     if sampling.ignore_eos and eog:
         bias = (ll.llama_logit_bias * len(eog))()
         for i, token in enumerate(eog):

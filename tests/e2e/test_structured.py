@@ -102,3 +102,24 @@ def test_hostile_schemas_get_400_and_the_server_still_answers(
     assert error["type"] == "invalid_request_error" and error["param"] == param
     body = {"model": "default", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     assert http.post("/v1/chat/completions", json=body).status_code == 200
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_a_complete_json_answer_ends_even_with_ignore_eos(
+    http: httpx.Client, temperature: float
+) -> None:
+    """Once the JSON value is complete the grammar allows only an end; with ignore_eos
+    banning it, llama.cpp used to be handed a token the grammar refused and abort the
+    whole server. The answer now ends there, and the server keeps serving."""
+    body = {
+        "model": "default", "temperature": temperature, "seed": 3, "max_tokens": 300,
+        "ignore_eos": True,
+        "messages": [{"role": "user", "content": "Invent a software engineer. Answer in JSON."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}},
+    }  # fmt: skip
+    resp = http.post("/v1/chat/completions", json=body)
+    assert resp.status_code == 200, resp.text
+    choice = resp.json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    assert valid(json.loads(choice["message"]["content"]), PERSON)
+    assert http.get("/health/ready").status_code == 200
