@@ -12,7 +12,7 @@ default model). Accepted and ignored, as documented in docs/ide.md: ``cache_prom
 Response: ``{"content", "stop": true, "model", "stop_type", "tokens_predicted",
 "tokens_evaluated", "tokens_cached", "truncated", "timings"}``; streamed, each piece is
 ``data: {"content": ..., "stop": false}`` and the last one carries ``stop: true`` and
-the counts. Infill requests are interactive: they prefill before other prompts.
+the counts. Infill requests are interactive: they are admitted and prefilled before other requests.
 """
 
 from __future__ import annotations
