@@ -4,19 +4,22 @@
 # llama-cpp-python (our pinned backend) vendors, so both run the same kernels.
 #
 # Usage: bench/build_llama_server.sh
-# Env:   CMAKE_ARGS (e.g. -DGGML_CUDA=on: a separate build, llama.cpp-<version>-<hash>),
+# Env:   CMAKE_ARGS (e.g. -DGGML_CUDA=on; every build is llama.cpp-<version>-<key>),
 #        JOBS (default 2), LLAMA_CPP_PYTHON_SDIST (path to an already downloaded
 #        llama_cpp_python-<version>.tar.gz), XDG_CACHE_HOME.
-# Output: ${XDG_CACHE_HOME:-$HOME/.cache}/hearth/llama.cpp-<version>/bin/
+# Output: ${XDG_CACHE_HOME:-$HOME/.cache}/hearth/llama.cpp-<version>-<key>/bin/
 # Does nothing when both binaries are already there.
 set -euo pipefail
 
 VERSION=0.3.36
 JOBS=${JOBS:-2}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/hearth
-FLAVOUR=""
-[[ -n ${CMAKE_ARGS:-} ]] && FLAVOUR=-$(printf '%s' "$CMAKE_ARGS" | sha1sum | cut -c1-12)
-ROOT=$CACHE/llama.cpp-$VERSION$FLAVOUR
+# The same compiler flags and build key as hearth's own llama-cpp-python (AMX left out
+# on x86-64, keyed by CPU, compiler and CMAKE_ARGS), so both run the same kernels.
+LLAMA_CPP_VERSION=$VERSION
+. "$(dirname "$0")/../scripts/llama-cpp-build.sh"
+export CFLAGS="${CFLAGS:-} $LLAMA_CFLAGS" CXXFLAGS="${CXXFLAGS:-} $LLAMA_CFLAGS"
+ROOT=$CACHE/llama.cpp-$VERSION-$LLAMA_BUILD_KEY
 read -ra EXTRA_CMAKE_ARGS <<< "${CMAKE_ARGS:-}"
 BIN=$ROOT/bin
 TARGETS=(llama-server llama-batched-bench)

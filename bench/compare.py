@@ -33,7 +33,23 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / ".bench"
 VENV = ROOT / ".venv" / "bin"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hearth"
-LLAMA_BIN = CACHE / "llama.cpp-0.3.36" / "bin"
+LLAMA_CPP_VERSION = "0.3.36"
+
+
+def _llama_bin() -> Path:
+    """Where bench/build_llama_server.sh puts llama-server for this machine's build key
+    (HEARTH_LLAMA_BIN overrides)."""
+    if os.environ.get("HEARTH_LLAMA_BIN"):
+        return Path(os.environ["HEARTH_LLAMA_BIN"])
+    key = subprocess.run(
+        ["bash", "-c", '. scripts/llama-cpp-build.sh && printf %s "$LLAMA_BUILD_KEY"'],
+        cwd=ROOT, env={**os.environ, "LLAMA_CPP_VERSION": LLAMA_CPP_VERSION},
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return CACHE / f"llama.cpp-{LLAMA_CPP_VERSION}-{key}" / "bin"
+
+
+LLAMA_BIN = _llama_bin()
 # Keep the EOG tokens of Qwen2.5 out of the answer on a server without ignore_eos.
 QWEN_EOG_BIAS = {"151643": -100, "151645": -100}
 
@@ -91,7 +107,11 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 180) -
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
+            # hearth listens while it loads: its readiness route says when it is done.
+            # llama-server answers 503 to everything until then; others have no such route.
+            ready = httpx.get(f"{base}/health/ready", timeout=2).status_code
+            models = httpx.get(f"{base}/v1/models", timeout=2).status_code
+            if models == 200 and ready in (200, 404):
                 return
         except httpx.HTTPError:
             pass
