@@ -63,11 +63,15 @@ class ModelsFile:
     models: Mapping[str, ModelConfig]
 
     def resolve(self, name: str) -> ModelConfig | None:
-        """Find a model by name or alias. Only ever a key lookup, never a path."""
+        """Find a model by name or alias, then by an alias pattern (``"claude-*"``: a
+        ``*`` stands for any text), in file order. Only ever a lookup, never a path."""
         if name in self.models:
             return self.models[name]
         for model in self.models.values():
             if name in model.aliases:
+                return model
+        for model in self.models.values():
+            if any(_matches(alias, name) for alias in model.aliases if "*" in alias):
                 return model
         return None
 
@@ -93,6 +97,11 @@ def load_models_file(path: Path, cache_dir: Path) -> ModelsFile:
     if default not in models:
         raise ConfigError(f"{path}: default = {default!r} is not a model in this file")
     return ModelsFile(path=path, default=default, models=models)
+
+
+def _matches(pattern: str, name: str) -> bool:
+    """``*`` matches any text; nothing else is special (fnmatch's ``?`` and ``[`` are not)."""
+    return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), name, re.S) is not None
 
 
 def _check_names(models: Mapping[str, ModelConfig]) -> None:

@@ -11,9 +11,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from server.api import ops, security
+from server.api.anthropic import ROUTES as ANTHROPIC_ROUTES
+from server.api.dialects import error_response
 from server.api.limits import HeadCheck
 from server.api.openai import ROUTES as OPENAI_ROUTES
 from server.engine.hub import ModelHub
@@ -23,13 +25,9 @@ from server.settings import Settings
 log = logging.getLogger("hearth.app")
 
 
-def error_response(error: HearthError) -> Response:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
-
-
 async def _hearth_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HearthError)
-    return error_response(exc)
+    return error_response(exc, request.url.path)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -42,7 +40,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = InvalidRequest(str(exc.detail))
     else:
         error = InternalError(str(exc.detail))
-    response = error_response(error)
+    response = error_response(error, request.url.path)
     if exc.headers:
         response.headers.update(exc.headers)
     return response
@@ -50,7 +48,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(InternalError("internal server error"))
+    return error_response(InternalError("internal server error"), request.url.path)
 
 
 def create_app(
@@ -73,7 +71,7 @@ def create_app(
             await asyncio.to_thread(hub.stop)
 
     app = Starlette(
-        routes=OPENAI_ROUTES + ops.ROUTES,
+        routes=OPENAI_ROUTES + ANTHROPIC_ROUTES + ops.ROUTES,
         middleware=[Middleware(HeadCheck), *security.middleware(settings)],
         lifespan=lifespan,
         exception_handlers={

@@ -14,9 +14,9 @@ says the server must close the connection after such a request; hearth refuses i
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server.api.dialects import error_response
 from server.errors import HearthError, InvalidRequest
 
 MAX_HEAD_BYTES = 16 * 1024
@@ -41,8 +41,7 @@ class HeadCheck:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = head_error(scope) if scope["type"] == "http" else None
         if error is not None:
-            response = JSONResponse(error.body(), status_code=error.status, headers=error.headers())
-            await response(scope, receive, send)
+            await error_response(error, scope["path"])(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

@@ -17,19 +17,39 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from backends.base import ToolCall
 from server.api.timeouts import Deadline, TimedStreamingResponse
 from server.engine.hub import ModelHub
 from server.engine.inbox import RequestStream
 from server.engine.loop import Engine
-from server.engine.requests import Accepted, Event, Failed, Finished, GenerationRequest, Usage
+from server.engine.requests import (
+    Accepted,
+    Event,
+    Failed,
+    Finished,
+    GenerationRequest,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from server.errors import HearthError, InternalError, RequestTimeout
 
 access_log = logging.getLogger("hearth.requests")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole answer: its text, its tool calls, and how it finished."""
+
+    text: str
+    calls: tuple[ToolCall, ...]
+    finished: Finished
 
 
 class ClientGone(HearthError):
@@ -69,6 +89,38 @@ class Relay:
         """The events up to and including the last one."""
         while not self.done:
             yield await self._next()
+
+    async def collect(self) -> Answer:
+        """A response sent whole: every event read, the text and calls gathered; a
+        failure raises. Closes the relay."""
+        parts: list[str] = []
+        calls: list[ToolCall] = []
+        try:
+            async for event in self.events():
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                elif isinstance(event, ToolCallDelta):
+                    calls.append(event.call)
+                elif isinstance(event, Finished):
+                    return Answer("".join(parts), tuple(calls), event)
+                elif isinstance(event, Failed):
+                    raise event.error
+            raise InternalError("the request ended without a last event")
+        finally:
+            self.close()
+
+    async def events_with_beats(self, idle: float) -> AsyncIterator[Event | None]:
+        """The events, with ``None`` after every ``idle`` seconds without one (for a
+        dialect's keep-alive: Anthropic's ``ping``)."""
+        while not self.done:
+            task = asyncio.ensure_future(self._next())
+            try:
+                while not (await asyncio.wait({task}, timeout=idle))[0]:
+                    yield None
+            finally:
+                if not task.done():
+                    task.cancel()
+            yield task.result()
 
     async def _next(self) -> Event:
         try:
@@ -141,4 +193,6 @@ async def start(
         raise
     if isinstance(first, Failed):
         raise first.error
+    if isinstance(first, Accepted):
+        stream.prompt_tokens = first.prompt_tokens
     return stream, deadline

@@ -26,9 +26,10 @@ from pathlib import Path
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.api.dialects import error_response
 from server.config import ConfigError
 from server.errors import AuthenticationError, HearthError, HostNotAllowed
 from server.settings import Settings
@@ -139,8 +140,7 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, error: HearthError
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008})
         return
-    response = JSONResponse(error.body(), status_code=error.status, headers=error.headers())
-    await response(scope, receive, send)
+    await error_response(error, scope["path"])(scope, receive, send)
 
 
 class HostGuard:
@@ -226,7 +226,8 @@ class Cors:
 
 
 class ApiKeyAuth:
-    """Every request but the health checks needs ``Authorization: Bearer <key>``.
+    """Every request but the health checks needs ``Authorization: Bearer <key>`` or
+    ``x-api-key: <key>`` (Anthropic's clients).
 
     The presented key is compared with every configured key with
     ``hmac.compare_digest``, over SHA-256 digests so the lengths match, and with no
@@ -246,13 +247,14 @@ class ApiKeyAuth:
         await self.app(scope, receive, send)
 
     def _authorized(self, scope: Scope) -> bool:
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        scheme, _, token = header.partition(b" ")
-        presented = _digest(token.strip())
+        headers = dict(scope["headers"])
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        bearer = token.strip() if scheme.lower() == b"bearer" else b""
+        presented = _digest(bearer or headers.get(b"x-api-key", b"").strip())
         matched = False
         for digest in self.digests:
             matched |= hmac.compare_digest(presented, digest)
-        return matched and scheme.lower() == b"bearer"
+        return matched and bool(bearer or headers.get(b"x-api-key"))
 
 
 def _digest(key: bytes) -> bytes:

@@ -22,6 +22,7 @@ class RequestStream:
         self.request_id = request_id
         self._loop = loop
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.prompt_tokens = 0  # set once the engine has accepted the request
 
     def push(self, event: Event) -> None:
         """Called from the engine thread."""

@@ -306,7 +306,7 @@ class Engine:
             tail = active.stops.flush()
             if tail:
                 active.stream.push(TextDelta(tail))
-            active.stream.push(Finished(finished, active.usage()))
+            active.stream.push(Finished(finished, active.usage(), active.stops.matched))
 
     def _fail_all(self, error: HearthError) -> None:
         for seq_id in list(self._active):

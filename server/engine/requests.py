@@ -50,6 +50,9 @@ class GenerationRequest:
     priority: int = 0  # INTERACTIVE is admitted and prefilled before the rest
     constraint_param: str = "response_format"  # the field named when it is refused
     tools: tuple[Tool, ...] = ()  # offered to the model; its calls are parsed from the text
+    # Anthropic's max_tokens: the most the client takes, not a promise of room. Capped to
+    # the context; above the model's default_max_tokens it holds a fair share and grows.
+    max_tokens_is_ceiling: bool = False
     parallel_tool_calls: bool = True  # False: one call at most (``stop`` ends at its close tag)
 
 
@@ -88,6 +91,7 @@ class ToolCallDelta:
 class Finished:
     reason: FinishReason
     usage: Usage
+    stop_sequence: str | None = None  # the stop string that ended it, if one did
 
 
 @dataclass(frozen=True, slots=True)

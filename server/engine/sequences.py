@@ -81,7 +81,11 @@ def prepare(
         raise InvalidRequest("the prompt is empty", param="prompt")
     context = backend.capabilities.context_length
     room = context - len(prompt)
-    if request.max_tokens is not None:
+    elastic = request.max_tokens is None
+    if request.max_tokens is not None and request.max_tokens_is_ceiling and room > 0:
+        max_tokens = min(request.max_tokens, room)
+        elastic = max_tokens > default_max_tokens
+    elif request.max_tokens is not None:
         max_tokens = request.max_tokens
         if max_tokens > room:
             raise ContextLengthExceeded(
@@ -100,8 +104,7 @@ def prepare(
         request, stream, prompt, max_tokens, StopMatcher(request.stop), model=request.model
     )
     seq = SeqState(
-        seq_id, len(prompt), max_tokens, priority=request.priority,
-        elastic=request.max_tokens is None,
+        seq_id, len(prompt), max_tokens, priority=request.priority, elastic=elastic,
     )  # fmt: skip
     return active, seq
 

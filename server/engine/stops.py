@@ -14,6 +14,7 @@ class StopMatcher:
         self._stops = tuple(s for s in stops if s)
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string found
 
     def feed(self, text: str) -> str:
         """Add generated text; return what is safe to send now. After a stop string is
@@ -23,8 +24,9 @@ class StopMatcher:
         buf = self._held + text
         if not self._stops:
             return buf
-        cut = min((i for i in (buf.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, s) for s, i in ((s, buf.find(s)) for s in self._stops) if i >= 0]
+        if found:
+            cut, self.matched = min(found)
             self.stopped = True
             self._held = ""
             return buf[:cut]

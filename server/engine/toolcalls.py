@@ -22,6 +22,7 @@ import re
 import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from backends.base import Tool, ToolCall
@@ -236,7 +237,7 @@ class ToolCallStream(RequestStream):
                 self._count()
                 reason = event.reason
                 if self._parser.calls and reason is FinishReason.STOP:
-                    event = Finished(FinishReason.TOOL_CALLS, event.usage)
+                    event = replace(event, reason=FinishReason.TOOL_CALLS)
                 self._ready.append(event)
             else:
                 if isinstance(event, Failed):

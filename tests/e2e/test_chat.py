@@ -40,12 +40,14 @@ def test_chat_shape_and_answer(client: openai.OpenAI) -> None:
 
 
 def test_stream_matches_non_streamed(client: openai.OpenAI) -> None:
+    # A seed prefills each afresh: reusing the first one's KV would recompute only the
+    # last prompt token, alone, whose logits differ in the last bits (README, "Seeds").
     whole = client.chat.completions.create(
-        model="default", messages=CODE, temperature=0, max_tokens=20
+        model="default", messages=CODE, temperature=0, max_tokens=20, seed=7
     )
     expected = whole.choices[0].message.content
     with client.chat.completions.create(
-        model="default", messages=CODE, temperature=0, max_tokens=20, stream=True
+        model="default", messages=CODE, temperature=0, max_tokens=20, stream=True, seed=7
     ) as stream:
         chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"

@@ -126,3 +126,16 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.port, settings.load, settings.max_queue) == (9001, ("a", "b"), 3)
     assert settings.host == "127.0.0.1"
     assert Settings(port=1).port == 1  # a flag beats the environment
+
+
+def test_an_alias_pattern_matches_after_every_exact_name(tmp_path: Path) -> None:
+    body = (
+        '[models.big]\npath = "a"\naliases = ["claude-*"]\n'
+        '[models.small]\npath = "b"\naliases = ["claude-haiku-4-5", "x?"]\n'
+    )
+    models = load_models_file(write(tmp_path, body), tmp_path)
+    assert models.resolve("claude-opus-4-8") is models.models["big"]
+    assert models.resolve("claude-haiku-4-5") is models.models["small"]  # exact wins
+    assert models.resolve("x?") is models.models["small"]
+    assert models.resolve("xy") is None  # only * is special
+    assert models.resolve("gpt-4") is None

@@ -37,3 +37,11 @@ def test_stop_at_the_very_start() -> None:
     m = StopMatcher(["\n"])
     assert m.feed("\nrest") == ""
     assert m.stopped
+
+
+def test_the_stop_string_that_ended_it_is_named() -> None:
+    m = StopMatcher(["END", "two"])
+    assert m.feed("one tw") == "one "
+    assert m.feed("o three END") == ""
+    assert m.stopped and m.matched == "two"
+    assert StopMatcher(["x"]).matched is None

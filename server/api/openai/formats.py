@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from backends.base import Constraint, GrammarError
-from backends.llamacpp.grammars import check_schema
+from backends.base import Constraint
+from server.api.fields import schema_text
 from server.errors import InvalidRequest
 
 PARAM = "response_format"
@@ -52,11 +52,3 @@ def _json_schema(value: Any) -> Constraint:
     if schema is None:
         return Constraint()
     return Constraint(schema=schema_text(schema, PARAM))
-
-
-def schema_text(schema: Any, param: str) -> str:
-    """A schema's JSON text once its depth, size and ``$ref`` cycles pass the limits."""
-    try:
-        return check_schema(schema)
-    except GrammarError as exc:
-        raise InvalidRequest(str(exc), param=param) from exc

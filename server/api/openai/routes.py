@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from backends.base import ToolCall
 from server.api.body import hub_of, read_json
 from server.api.openai import schemas
 from server.api.openai.render import DONE, Shape, sse_error
@@ -22,7 +21,6 @@ from server.engine.requests import (
     ToolCallDelta,
 )
 from server.engine.toolcalls import ToolCallStream
-from server.errors import InternalError
 
 
 async def chat_completions(request: Request) -> Response:
@@ -53,7 +51,9 @@ async def _generate(
     relay = Relay(request, engine, stream, deadline, gen, streamed=parsed.stream)
     if parsed.stream:
         return relay.stream(_sse(relay, shape, parsed.include_usage))
-    return await _collect(relay, shape)
+    answer = await relay.collect()
+    end = answer.finished
+    return JSONResponse(shape.full(answer.text, end.reason.value, end.usage, answer.calls))
 
 
 async def _sse(relay: Relay, shape: Shape, include_usage: bool) -> AsyncGenerator[bytes, None]:
@@ -71,25 +71,6 @@ async def _sse(relay: Relay, shape: Shape, include_usage: bool) -> AsyncGenerato
         elif isinstance(event, Failed):
             yield sse_error(event.error)
     yield DONE
-
-
-async def _collect(relay: Relay, shape: Shape) -> Response:
-    parts: list[str] = []
-    calls: list[ToolCall] = []
-    try:
-        async for event in relay.events():
-            if isinstance(event, TextDelta):
-                parts.append(event.text)
-            elif isinstance(event, ToolCallDelta):
-                calls.append(event.call)
-            elif isinstance(event, Finished):
-                body = shape.full("".join(parts), event.reason.value, event.usage, calls)
-                return JSONResponse(body)
-            elif isinstance(event, Failed):
-                raise event.error
-        raise InternalError("the request ended without a last event")
-    finally:
-        relay.close()
 
 
 async def tokenize(request: Request) -> Response:

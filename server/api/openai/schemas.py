@@ -6,22 +6,19 @@ refused, never silently ignored. Nothing past the routes sees a dict from the wi
 
 from __future__ import annotations
 
-import math
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from backends.base import INTEGER_SAMPLING, SAMPLING_RANGES, ChatMessage, SamplingParams
+from backends.base import ChatMessage, SamplingParams
+from server.api import fields as f
+from server.api import toolchoice
 from server.api.openai.formats import parse_response_format
 from server.api.openai.tools import parse_tool_calls, parse_tools
 from server.engine.requests import INTERACTIVE, Fim, GenerationRequest
-from server.engine.toolcalls import CALL_CLOSE
 from server.errors import InvalidRequest, UnsupportedParameter
 
-MAX_STOP_STRINGS = 16
-MAX_STOP_LENGTH = 256
 MAX_MESSAGES = 1024
 # All message text (or a completion prompt) together; the 8 MiB body limit bounds it too.
 MAX_PROMPT_CHARS = 8 * 1024 * 1024
@@ -63,10 +60,12 @@ class ParsedRequest:
 def parse_chat(
     body: Any, defaults: SamplingParams, *, model: str, vocab_size: int = MAX_TOKEN_ID
 ) -> ParsedRequest:
-    fields = _object(body)
+    fields = f.as_object(body)
     _check_fields(fields, CHAT_FIELDS)
     messages = _messages(fields.get("messages"))
-    max_tokens = _max_tokens(fields, "max_completion_tokens") or _max_tokens(fields, "max_tokens")
+    max_tokens = f.positive_int(fields, "max_completion_tokens") or f.positive_int(
+        fields, "max_tokens"
+    )
     # Checked against their limits first, so the limits hold once they are supported.
     if check_top_logprobs(fields.get("top_logprobs")) is not None:
         raise UnsupportedParameter("top_logprobs is not supported yet", param="top_logprobs")
@@ -75,27 +74,12 @@ def parse_chat(
     choice = parse_tools(
         fields.get("tools"), fields.get("tool_choice"), fields.get("parallel_tool_calls")
     )
-    if choice is None:
-        return _parsed(fields, defaults, model, max_tokens, messages=messages)
-    if choice.constraint is not None and fields.get("response_format") is not None:
-        raise InvalidRequest(
-            "a required tool call and 'response_format' cannot be combined", param="tool_choice"
-        )
-    parsed = _parsed(
-        fields, defaults, model, max_tokens,
-        messages=messages, tools=choice.tools, parallel_tool_calls=choice.parallel,
-    )  # fmt: skip
-    gen = parsed.generation
-    if not choice.parallel:  # one call: stop at its end rather than generate a second
-        gen = replace(gen, stop=(*gen.stop, CALL_CLOSE))
-    if choice.constraint is not None:
-        sampling = replace(gen.sampling, constraint=choice.constraint)
-        gen = replace(gen, sampling=sampling, constraint_param="tools")
-    return replace(parsed, generation=gen)
+    parsed = _parsed(fields, defaults, model, max_tokens, messages=messages)
+    return replace(parsed, generation=toolchoice.apply(parsed.generation, choice))
 
 
 def parse_completion(body: Any, defaults: SamplingParams, *, model: str) -> ParsedRequest:
-    fields = _object(body)
+    fields = f.as_object(body)
     _check_fields(fields, COMPLETION_FIELDS)
     prompt = fields.get("prompt")
     if prompt is None:
@@ -112,7 +96,7 @@ def parse_completion(body: Any, defaults: SamplingParams, *, model: str) -> Pars
         raise UnsupportedParameter("'echo' is not supported yet", param="echo")
     if fields.get("best_of") not in (None, 1):
         raise UnsupportedParameter("best_of > 1 is not supported", param="best_of")
-    max_tokens = _max_tokens(fields, "max_tokens")
+    max_tokens = f.positive_int(fields, "max_tokens")
     suffix = fields.get("suffix")
     if suffix is None or suffix == "":
         return _parsed(fields, defaults, model, max_tokens, prompt=prompt)
@@ -126,7 +110,7 @@ def parse_completion(body: Any, defaults: SamplingParams, *, model: str) -> Pars
 
 
 def model_name(body: Any) -> str:
-    value = _object(body).get("model")
+    value = f.as_object(body).get("model")
     if value is None:
         raise InvalidRequest(
             "'model' is required", param="model", code="missing_required_parameter"
@@ -148,33 +132,23 @@ def _parsed(
         raise UnsupportedParameter("n > 1 is not supported; send separate requests", param="n")
     if fields.get("logprobs") not in (None, False):
         raise UnsupportedParameter("logprobs are not supported yet", param="logprobs")
-    stream = _bool(fields, "stream")
-    if _bool(fields, "interactive"):
+    stream = f.boolean(fields, "stream")
+    if f.boolean(fields, "interactive"):
         prompt.setdefault("priority", INTERACTIVE)
-    sampling = _sampling(fields, defaults)
+    sampling = f.sampling(fields, defaults)
     constraint = parse_response_format(fields.get("response_format"))
     if constraint is not None:
         sampling = replace(sampling, constraint=constraint)
     generation = GenerationRequest(
-        request_id=_request_id(),
+        request_id=f.request_id(),
         model=model,
         sampling=sampling,
         max_tokens=max_tokens,
-        stop=_stop(fields.get("stop")),
+        stop=f.stop_strings(fields.get("stop")),
         arrival=time.monotonic(),
         **prompt,
     )
     return ParsedRequest(generation, stream, _include_usage(fields, stream))
-
-
-def _request_id() -> str:
-    return uuid.uuid4().hex[:24]
-
-
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    return body
 
 
 def _check_fields(fields: Mapping[str, Any], allowed: set[str]) -> None:
@@ -250,43 +224,6 @@ def _content(value: Any, param: str) -> str:
     raise InvalidRequest(f"'{param}' must be a string or an array of text parts", param=param)
 
 
-def _max_tokens(fields: Mapping[str, Any], name: str) -> int | None:
-    value = fields.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidRequest(f"'{name}' must be a positive integer", param=name)
-    return value
-
-
-def _number(fields: Mapping[str, Any], name: str, lo: float, hi: float) -> float | None:
-    value = fields.get(name)
-    if value is None:
-        return None
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not lo <= value <= hi:
-        raise InvalidRequest(f"'{name}' must be a number from {lo:g} to {hi:g}", param=name)
-    return float(value)
-
-
-def _sampling(fields: Mapping[str, Any], defaults: SamplingParams) -> SamplingParams:
-    changes: dict[str, Any] = {}
-    for name, (lo, hi) in SAMPLING_RANGES.items():
-        value = _number(fields, name, lo, hi)
-        if value is None:
-            continue
-        if name not in INTEGER_SAMPLING:
-            changes[name] = value
-            continue
-        if value != int(value):
-            raise InvalidRequest(f"'{name}' must be an integer", param=name)
-        raw = fields[name]  # an int keeps every bit; a float was range-checked
-        changes[name] = raw if type(raw) is int else int(value)
-    if fields.get("ignore_eos") is not None:
-        changes["ignore_eos"] = _bool(fields, "ignore_eos")
-    return replace(defaults, **changes)
-
-
 def check_top_logprobs(value: Any) -> int | None:
     """``top_logprobs``: an integer from 0 to MAX_TOP_LOGPROBS."""
     if value is None:
@@ -322,29 +259,6 @@ def check_logit_bias(value: Any, vocab_size: int) -> dict[int, float]:
     return bias
 
 
-def _stop(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    stops = [value] if isinstance(value, str) else value
-    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-        raise InvalidRequest("'stop' must be a string or an array of strings", param="stop")
-    if len(stops) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_LENGTH for s in stops):
-        raise InvalidRequest(
-            f"'stop' allows at most {MAX_STOP_STRINGS} strings of {MAX_STOP_LENGTH} characters",
-            param="stop",
-        )
-    return tuple(s for s in stops if s)
-
-
-def _bool(fields: Mapping[str, Any], name: str) -> bool:
-    value = fields.get(name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise InvalidRequest(f"'{name}' must be a boolean", param=name)
-    return value
-
-
 def _include_usage(fields: Mapping[str, Any], stream: bool) -> bool:
     options = fields.get("stream_options")
     if options is None:
@@ -355,20 +269,20 @@ def _include_usage(fields: Mapping[str, Any], stream: bool) -> bool:
         )
     if not isinstance(options, dict) or set(options) - {"include_usage"}:
         raise InvalidRequest("'stream_options' supports only include_usage", param="stream_options")
-    return _bool(options, "include_usage")
+    return f.boolean(options, "include_usage")
 
 
 def parse_tokenize(body: Any) -> tuple[str, bool]:
-    fields = _object(body)
+    fields = f.as_object(body)
     _check_fields(fields, {"model", "content", "add_special"})
     content = fields.get("content")
     if not isinstance(content, str):
         raise InvalidRequest("'content' must be a string", param="content")
-    return content, _bool(fields, "add_special")
+    return content, f.boolean(fields, "add_special")
 
 
 def parse_detokenize(body: Any, vocab_size: int) -> list[int]:
-    fields = _object(body)
+    fields = f.as_object(body)
     _check_fields(fields, {"model", "tokens"})
     tokens = fields.get("tokens")
     valid = isinstance(tokens, list) and all(

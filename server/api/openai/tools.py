@@ -1,33 +1,16 @@
-"""``tools``, ``tool_choice`` and tool-related messages parsed at the route boundary.
-
-The model writes a call as ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``
-(Qwen2.5 and Hermes-style templates; parsed by :mod:`server.engine.toolcalls`). ``required`` or
-a named function forces such a call with a grammar; ``none`` leaves the tools out.
-``parallel_tool_calls: false`` allows one call: the request stops at the first
-``</tool_call>`` and the parser keeps only the first call.
+"""OpenAI's ``tools``, ``tool_choice`` and ``parallel_tool_calls``, and an assistant
+message's ``tool_calls``, parsed at the route boundary; what the choice means for the
+model is :mod:`server.api.toolchoice`, shared with the other dialects.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
 from typing import Any
 
-from backends.base import Constraint, Tool, ToolCall
-from server.api.openai.formats import schema_text
-from server.engine.toolcalls import CALL_CLOSE, CALL_OPEN
+from backends.base import Tool, ToolCall
+from server.api.fields import schema_text
+from server.api.toolchoice import MAX_TOOLS, Mode, ToolChoice, check_name, choose
 from server.errors import InvalidRequest
-
-MAX_TOOLS = 128
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-@dataclass(frozen=True, slots=True)
-class ToolChoice:
-    tools: tuple[Tool, ...]  # rendered into the prompt; empty for "none"
-    constraint: Constraint | None  # forces a call: "required" or a named function
-    parallel: bool = True  # False: at most one call, generation stops at its end
 
 
 def parse_tools(tools: Any, choice: Any, parallel: Any) -> ToolChoice | None:
@@ -42,20 +25,11 @@ def parse_tools(tools: Any, choice: Any, parallel: Any) -> ToolChoice | None:
     if parallel is not None and not isinstance(parallel, bool):
         raise InvalidRequest("'parallel_tool_calls' must be a boolean", param="parallel_tool_calls")
     parsed = tuple(_tool(i, t) for i, t in enumerate(tools))
-    if len({t.name for t in parsed}) != len(parsed):
-        raise InvalidRequest("tool names must be unique", param="tools")
     several = parallel is not False
-    if choice in (None, "auto"):
-        return ToolChoice(parsed, None, parallel=several)
-    if choice == "none":
-        return ToolChoice((), None)
-    if choice == "required":
-        return ToolChoice(parsed, _forced(parsed), parallel=several)
-    name = _named(choice)
-    chosen = tuple(t for t in parsed if t.name == name)
-    if not chosen:
-        raise InvalidRequest(f"'tool_choice' names {name!r}, not in 'tools'", param="tool_choice")
-    return ToolChoice(parsed, _forced(chosen), parallel=several)
+    modes = {None: Mode.AUTO, "auto": Mode.AUTO, "none": Mode.NONE, "required": Mode.ANY}
+    if isinstance(choice, str | None) and choice in modes:
+        return choose(parsed, modes[choice], parallel=several)
+    return choose(parsed, Mode.NAMED, name=_named(choice), parallel=several)
 
 
 def _named(choice: Any) -> str:
@@ -79,29 +53,12 @@ def _tool(i: int, value: Any) -> Tool:
             f'each of \'tools\' must be {{"type": "function", "function": ...}}; {param} is not',
             param="tools",
         )
-    name, description = function.get("name"), function.get("description", "")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidRequest(
-            f"'{param}.function.name' must be 1-64 of a-z, A-Z, 0-9, _ . -", param="tools"
-        )
+    name = check_name(function.get("name"), f"{param}.function.name")
+    description = function.get("description", "")
     if not isinstance(description, str):
         raise InvalidRequest(f"'{param}.function.description' must be a string", param="tools")
     parameters = function.get("parameters", {"type": "object", "properties": {}})
     return Tool(name, description, schema_text(parameters, "tools"))
-
-
-def _forced(tools: tuple[Tool, ...]) -> Constraint:
-    """A grammar for one call of one of ``tools``, in the model's tags."""
-    calls = [
-        {
-            "type": "object",
-            "properties": {"name": {"const": t.name}, "arguments": json.loads(t.parameters)},
-            "required": ["name", "arguments"],
-        }
-        for t in tools
-    ]
-    schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
-    return Constraint(schema_text(schema, "tools"), CALL_OPEN + "\n", "\n" + CALL_CLOSE)
 
 
 def parse_tool_calls(value: Any, param: str) -> tuple[ToolCall, ...]:

@@ -1,0 +1,71 @@
+"""``POST /v1/messages`` and ``/v1/messages/count_tokens``: Anthropic's Messages API over
+the same engine as chat completions. Errors on these paths have Anthropic's shape
+(:func:`server.api.anthropic.render.error_body`, chosen by path in server.api.app)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from server.api.anthropic import render, schemas
+from server.api.body import hub_of, read_json
+from server.api.relay import Relay, start
+from server.engine.requests import Failed, Finished, TextDelta, ToolCallDelta
+from server.engine.toolcalls import ToolCallStream
+
+PING_SECONDS = 10.0  # while a long prompt prefills, so proxies and clients keep the stream
+
+
+async def messages(request: Request) -> Response:
+    body = await read_json(request)
+    engine, config = hub_of(request).engine_for(schemas.model_name(body))
+    parsed = schemas.parse_messages(body, config.sampling, model=config.name)
+    gen = parsed.generation
+    stream, deadline = await start(request, engine, gen)
+    prompt_tokens = stream.prompt_tokens
+    if gen.tools:
+        stream = ToolCallStream(
+            stream, gen.tools, hub_of(request).metrics, gen.model, parallel=gen.parallel_tool_calls
+        )
+    message = render.Message("msg_" + gen.request_id, parsed.model, gen.stop)
+    relay = Relay(request, engine, stream, deadline, gen, streamed=parsed.stream)
+    if parsed.stream:
+        return relay.stream(_events(relay, message, prompt_tokens))
+    answer = await relay.collect()
+    return JSONResponse(message.full(answer.text, answer.calls, answer.finished))
+
+
+async def _events(relay: Relay, message: render.Message, prompt_tokens: int) -> AsyncGenerator[
+    bytes, None
+]:  # fmt: skip
+    yield message.start(prompt_tokens)
+    blocks = render.Blocks()
+    async for item in relay.events_with_beats(PING_SECONDS):
+        if item is None:
+            yield render.event("ping", {})
+        elif isinstance(item, TextDelta):
+            yield blocks.text(item.text)
+        elif isinstance(item, ToolCallDelta):
+            yield blocks.call(item.call)
+        elif isinstance(item, Finished):
+            yield blocks.close() + message.end(item)
+        elif isinstance(item, Failed):
+            yield render.error_event(item.error)
+
+
+async def count_tokens(request: Request) -> Response:
+    body = await read_json(request)
+    engine, _ = hub_of(request).engine_for(schemas.model_name(body))
+    conversation, tools = schemas.parse_count(body)
+    future = engine.call(lambda backend: len(backend.chat_prompt(conversation, tools)))
+    return JSONResponse({"input_tokens": await asyncio.wrap_future(future)})
+
+
+ROUTES = [
+    Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+]

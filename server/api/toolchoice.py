@@ -1,0 +1,96 @@
+"""Which tools a request offers the model and whether it must call one: the part of
+``tools`` / ``tool_choice`` that every dialect shares once its own shape is parsed.
+
+The model writes a call as ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``
+(Qwen2.5 and Hermes-style templates; parsed by :mod:`server.engine.toolcalls`). A forced
+call (OpenAI's ``required`` or a named function, Anthropic's ``any`` or ``tool``) is such
+a call under a grammar; ``none`` leaves the tools out of the prompt. With parallel calls
+off, the request stops at the first ``</tool_call>`` and the parser keeps one call.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass, replace
+
+from backends.base import Constraint, Tool
+from server.api.fields import schema_text
+from server.engine.requests import GenerationRequest
+from server.engine.toolcalls import CALL_CLOSE, CALL_OPEN
+from server.errors import InvalidRequest
+
+MAX_TOOLS = 128
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class Mode(enum.Enum):
+    AUTO = "auto"  # the model decides
+    NONE = "none"  # no tools offered
+    ANY = "any"  # a call to one of the tools is forced
+    NAMED = "named"  # a call to the named tool is forced
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    tools: tuple[Tool, ...]  # rendered into the prompt; empty for "none"
+    constraint: Constraint | None  # forces a call
+    parallel: bool = True  # False: at most one call, generation stops at its end
+
+
+def choose(
+    tools: tuple[Tool, ...], mode: Mode, *, name: str | None = None, parallel: bool = True,
+    param: str = "tool_choice",
+) -> ToolChoice:  # fmt: skip
+    if len({t.name for t in tools}) != len(tools):
+        raise InvalidRequest("tool names must be unique", param="tools")
+    if mode is Mode.NONE:
+        return ToolChoice((), None)
+    if mode is Mode.AUTO:
+        return ToolChoice(tools, None, parallel=parallel)
+    if mode is Mode.ANY:
+        return ToolChoice(tools, forced(tools), parallel=parallel)
+    chosen = tuple(t for t in tools if t.name == name)
+    if not chosen:
+        raise InvalidRequest(f"'{param}' names {name!r}, not in 'tools'", param=param)
+    return ToolChoice(tools, forced(chosen), parallel=parallel)
+
+
+def check_name(name: object, param: str) -> str:
+    if not isinstance(name, str) or not NAME.match(name):
+        raise InvalidRequest(f"'{param}' must be 1-64 of a-z, A-Z, 0-9, _ . -", param="tools")
+    return name
+
+
+def forced(tools: tuple[Tool, ...]) -> Constraint:
+    """A grammar for one call of one of ``tools``, in the model's tags."""
+    calls = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": t.name}, "arguments": json.loads(t.parameters)},
+            "required": ["name", "arguments"],
+        }
+        for t in tools
+    ]
+    schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
+    return Constraint(schema_text(schema, "tools"), CALL_OPEN + "\n", "\n" + CALL_CLOSE)
+
+
+def apply(gen: GenerationRequest, choice: ToolChoice | None) -> GenerationRequest:
+    """``gen`` with the tools offered, one call only where parallel calls are off, and
+    the forced call's grammar."""
+    if choice is None:
+        return gen
+    gen = replace(gen, tools=choice.tools, parallel_tool_calls=choice.parallel)
+    if not choice.parallel:  # one call: stop at its end rather than generate a second
+        gen = replace(gen, stop=(*gen.stop, CALL_CLOSE))
+    if choice.constraint is not None:
+        if gen.sampling.constraint is not None:
+            raise InvalidRequest(
+                "a forced tool call and structured output cannot be combined",
+                param="tool_choice",
+            )
+        sampling = replace(gen.sampling, constraint=choice.constraint)
+        gen = replace(gen, sampling=sampling, constraint_param="tools")
+    return gen
