@@ -18,6 +18,8 @@ from server.api.anthropic import ROUTES as ANTHROPIC_ROUTES
 from server.api.dialects import error_response
 from server.api.limits import HeadCheck
 from server.api.openai import ROUTES as OPENAI_ROUTES
+from server.api.responses import ROUTES as RESPONSES_ROUTES
+from server.api.responses.store import ResponseStore
 from server.engine.hub import ModelHub
 from server.errors import HearthError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
 from server.settings import Settings
@@ -71,7 +73,7 @@ def create_app(
             await asyncio.to_thread(hub.stop)
 
     app = Starlette(
-        routes=OPENAI_ROUTES + ANTHROPIC_ROUTES + ops.ROUTES,
+        routes=OPENAI_ROUTES + RESPONSES_ROUTES + ANTHROPIC_ROUTES + ops.ROUTES,
         middleware=[Middleware(HeadCheck), *security.middleware(settings)],
         lifespan=lifespan,
         exception_handlers={
@@ -81,5 +83,6 @@ def create_app(
         },
     )
     app.state.hub = hub
+    app.state.responses = ResponseStore()
     app.state.settings = settings
     return app
