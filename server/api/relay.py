@@ -75,6 +75,7 @@ class Relay:
         self._gen = gen
         self._streamed = streamed
         self.done = False  # the last event (Finished or Failed) has been read
+        self.first_output: float | None = None  # time.monotonic() of the first text or call
         self._closed = False
         self._outcome = "client_gone"
         self._usage: Usage | None = None
@@ -129,6 +130,8 @@ class Relay:
             event = Failed(exc)
         if isinstance(event, Accepted):  # only ever the first, which start() read
             event = Failed(InternalError("unexpected event order"))
+        if isinstance(event, TextDelta | ToolCallDelta) and self.first_output is None:
+            self.first_output = time.monotonic()
         if isinstance(event, Finished):
             self.done = True
             self._outcome, self._usage = event.reason.value, event.usage
@@ -145,12 +148,13 @@ class Relay:
                 self._stream.push(Failed(ClientGone("the client disconnected")))
                 return
 
-    def stream(self, body: AsyncGenerator[bytes, None]) -> Response:
-        """The SSE response of ``body``; it closes this relay when it ends."""
+    def stream(
+        self, body: AsyncGenerator[bytes, None], media_type: str = "text/event-stream"
+    ) -> Response:
+        """The streamed response of ``body`` (SSE unless ``media_type`` says otherwise:
+        Ollama's NDJSON); it closes this relay when it ends."""
         end, headers = self._deadline.end, SSE_HEADERS
-        return TimedStreamingResponse(
-            body, end, self.close, media_type="text/event-stream", headers=headers
-        )
+        return TimedStreamingResponse(body, end, self.close, media_type=media_type, headers=headers)
 
     def close(self) -> None:
         """Leave the in-flight count, drop the sequence unless it ended, log the request;

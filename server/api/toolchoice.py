@@ -14,8 +14,9 @@ import enum
 import json
 import re
 from dataclasses import dataclass, replace
+from typing import Any
 
-from backends.base import Constraint, Tool
+from backends.base import Constraint, Tool, ToolCall
 from server.api.fields import schema_text
 from server.engine.requests import GenerationRequest
 from server.engine.toolcalls import CALL_CLOSE, CALL_OPEN
@@ -61,6 +62,19 @@ def check_name(name: object, param: str) -> str:
     if not isinstance(name, str) or not NAME.match(name):
         raise InvalidRequest(f"'{param}' must be 1-64 of a-z, A-Z, 0-9, _ . -", param="tools")
     return name
+
+
+def arguments_object(call: ToolCall) -> dict[str, Any]:
+    """A call's arguments as an object, for the dialects that send one (Anthropic's
+    ``input``, Ollama's ``arguments``); text that is no JSON object comes as written,
+    under ``"arguments"``."""
+    try:
+        arguments = json.loads(call.arguments)
+    except ValueError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        return {"arguments": call.arguments}
+    return arguments
 
 
 def forced(tools: tuple[Tool, ...]) -> Constraint:

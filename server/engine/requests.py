@@ -54,6 +54,12 @@ class GenerationRequest:
     # the context; above the model's default_max_tokens it holds a fair share and grows.
     max_tokens_is_ceiling: bool = False
     parallel_tool_calls: bool = True  # False: one call at most (``stop`` ends at its close tag)
+    # A smaller window than the model's for prompt plus answer (Ollama's num_ctx); a
+    # larger one changes nothing.
+    context_limit: int | None = None
+    # Seconds the client asks the model to stay loaded after this request (Ollama's
+    # keep_alive; math.inf: for good, 0: unload). Kept for model residency; no effect yet.
+    keep_alive: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,9 @@ def prepare(
     if not prompt:
         raise InvalidRequest("the prompt is empty", param="prompt")
     context = backend.capabilities.context_length
+    where = "this model's context"
+    if request.context_limit is not None and request.context_limit < context:
+        context, where = request.context_limit, "this request's context window"
     room = context - len(prompt)
     elastic = request.max_tokens is None
     if request.max_tokens is not None and request.max_tokens_is_ceiling and room > 0:
@@ -89,13 +92,13 @@ def prepare(
         max_tokens = request.max_tokens
         if max_tokens > room:
             raise ContextLengthExceeded(
-                f"this model's context is {context} tokens; the prompt has {len(prompt)} and "
+                f"{where} is {context} tokens; the prompt has {len(prompt)} and "
                 f"max_tokens asks for {max_tokens} more ({len(prompt) + max_tokens} in all)",
                 param="max_tokens" if room > 0 else "messages",
             )
     elif room < 1:
         raise ContextLengthExceeded(
-            f"this model's context is {context} tokens; the prompt has {len(prompt)}",
+            f"{where} is {context} tokens; the prompt has {len(prompt)}",
             param="messages" if request.messages is not None else "prompt",
         )
     else:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.base import ToolCall
+from server.api.toolchoice import arguments_object
 from server.engine.requests import Finished, FinishReason, Usage
 from server.engine.toolcalls import CALL_CLOSE
 from server.errors import HearthError
@@ -64,12 +65,7 @@ def stop(finished: Finished, stops: Sequence[str]) -> tuple[str, str | None]:
 
 
 def tool_use(call: ToolCall) -> dict[str, Any]:
-    try:
-        arguments = json.loads(call.arguments)
-    except ValueError:
-        arguments = None
-    if not isinstance(arguments, dict):
-        arguments = {"arguments": call.arguments}  # as written; Anthropic input is an object
+    arguments = arguments_object(call)  # Anthropic's input is an object
     return {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments}
 
 
