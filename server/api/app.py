@@ -17,6 +17,7 @@ from server.api import ops, security
 from server.api.anthropic import ROUTES as ANTHROPIC_ROUTES
 from server.api.dialects import error_response
 from server.api.limits import HeadCheck
+from server.api.ollama import ROUTES as OLLAMA_ROUTES
 from server.api.openai import ROUTES as OPENAI_ROUTES
 from server.api.responses import ROUTES as RESPONSES_ROUTES
 from server.api.responses.store import ResponseStore
@@ -73,7 +74,7 @@ def create_app(
             await asyncio.to_thread(hub.stop)
 
     app = Starlette(
-        routes=OPENAI_ROUTES + RESPONSES_ROUTES + ANTHROPIC_ROUTES + ops.ROUTES,
+        routes=OPENAI_ROUTES + RESPONSES_ROUTES + ANTHROPIC_ROUTES + OLLAMA_ROUTES + ops.ROUTES,
         middleware=[Middleware(HeadCheck), *security.middleware(settings)],
         lifespan=lifespan,
         exception_handlers={

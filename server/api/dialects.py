@@ -10,11 +10,13 @@ from typing import Any
 from starlette.responses import JSONResponse, Response
 
 from server.api.anthropic.render import error_body as anthropic_error
+from server.api.ollama.render import error_body as ollama_error
 from server.errors import HearthError
 
 # Path prefix -> error body; everything else speaks OpenAI's shape.
 _SHAPES: tuple[tuple[str, Callable[[HearthError], dict[str, Any]]], ...] = (
     ("/v1/messages", anthropic_error),
+    ("/api", ollama_error),
 )
 
 

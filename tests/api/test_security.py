@@ -71,6 +71,9 @@ def assert_unauthorized(resp: Any, method: str) -> None:
     if resp.request.url.path.startswith("/v1/messages"):  # Anthropic's dialect, its shape
         assert resp.json()["error"]["type"] == "authentication_error"
         return
+    if resp.request.url.path.startswith("/api/"):  # Ollama's dialect: {"error": message}
+        assert set(resp.json()) == {"error"} and isinstance(resp.json()["error"], str)
+        return
     error = assert_error(resp, 401, code="invalid_api_key")
     assert error["type"] == "authentication_error"
 
