@@ -49,7 +49,7 @@ def parse_chat(body: Any, defaults: SamplingParams, *, model: str) -> Parsed:
     fields = _fields(body, CHAT_FIELDS)
     value = fields.get("messages")
     if value is None or value == []:
-        return _load_only(fields)
+        return _parsed(fields, None)  # load the model only
     if not isinstance(value, list) or len(value) > MAX_MESSAGES:
         raise InvalidRequest(
             f"'messages' must be an array of at most {MAX_MESSAGES}", param="messages"
@@ -76,7 +76,7 @@ def parse_generate(body: Any, defaults: SamplingParams, *, model: str) -> Parsed
             param="context",
         )
     if not prompt and not suffix:
-        return _load_only(fields)
+        return _parsed(fields, None)  # load the model only
     if raw and suffix:
         raise InvalidRequest("raw mode does not support suffix", param="suffix")
     if system and (raw or suffix):
@@ -105,11 +105,7 @@ def _fields(body: Any, allowed: set[str]) -> dict[str, Any]:
     return fields
 
 
-def _load_only(fields: dict[str, Any]) -> Parsed:
-    return Parsed(None, _stream(fields), str(fields["model"]))
-
-
-def _parsed(fields: dict[str, Any], gen: GenerationRequest) -> Parsed:
+def _parsed(fields: dict[str, Any], gen: GenerationRequest | None) -> Parsed:
     return Parsed(gen, _stream(fields), str(fields["model"]))
 
 
