@@ -340,7 +340,7 @@ def test_pull_streams_progress_then_success(
 ) -> None:
     def pretend(path: Path, source: Any, sha256: Any, *, out: TextIO) -> Path:
         out.write("fetching pkg==1.0\n")
-        out.write("\r       1.0 /      2.0 MB  50%")
+        fetch._progress(out, 1_000_000, 2_000_000, 50)  # as the real pull writes it
         path.write_bytes(b"xx")
         return path
 
