@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.base import Backend
-from server.engine.requests import Event, GenerationRequest
+from server.engine.requests import Event, EventSink, GenerationRequest
 
 
 class RequestStream:
@@ -37,7 +37,17 @@ class RequestStream:
 @dataclass(frozen=True, slots=True)
 class Submit:
     request: GenerationRequest
-    stream: RequestStream
+    stream: EventSink
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A submitted request after its prompt was rendered and tokenized (off the step
+    loop): the future holds ``prepare``'s result or its exception."""
+
+    submit: Submit
+    seq_id: int
+    future: concurrent.futures.Future[Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,13 +17,22 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from backends.base import Backend, BackendError, BackendPlugin, LoadRequest, OutOfMemory, Work
-from server.engine.inbox import STOP, Abort, Call, CancelAll, RequestStream, Submit
+from backends.base import (
+    Backend,
+    BackendError,
+    BackendPlugin,
+    Capabilities,
+    LoadRequest,
+    OutOfMemory,
+    Work,
+)
+from server.engine.inbox import STOP, Abort, Call, CancelAll, Prepared, RequestStream, Submit
 from server.engine.metrics import Metrics
 from server.engine.requests import (
     Accepted,
+    EventSink,
     Failed,
     Finished,
     FinishReason,
@@ -36,8 +45,19 @@ from server.errors import HearthError, InternalError, ModelUnavailable, QueueFul
 
 log = logging.getLogger("hearth.engine")
 MAX_STEP_ERRORS = 3
+PREPARE_INLINE_CHARS = 32_768  # larger prompts are rendered and tokenized off the step loop
 RETRY_AFTER_S = 5  # a request refused for memory: running ones free some within seconds
 T = TypeVar("T")
+
+
+def _text_size(request: GenerationRequest) -> int:
+    size = len(request.prompt or "")
+    if request.messages is not None:
+        size += sum(len(m.content) for m in request.messages)
+    if request.fim is not None:
+        size += len(request.fim.prefix) + len(request.fim.suffix)
+        size += sum(len(text) for _, text in request.fim.extra)
+    return size
 
 
 class EngineState(enum.Enum):
@@ -76,8 +96,16 @@ class Engine:
         self._scheduler: Scheduler | None = None
         self._step_errors = 0
         self._widest_step = 0  # the most sequences one step has advanced
+        # Prompts are rendered and tokenized here, so that a huge one does not stall the
+        # step loop (llama.cpp's tokenizer releases the GIL); results come back in order.
+        self._prep = concurrent.futures.ThreadPoolExecutor(1, f"prepare-{name}")
+        self._preparing: dict[str, Submit] = {}
 
     # -- the HTTP side (any thread) --------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities | None:
+        return self.backend.capabilities if self.backend else None
 
     @property
     def vocab_size(self) -> int:
@@ -97,8 +125,12 @@ class Engine:
                 retry_after=5,
             )
         stream = RequestStream(request.request_id, loop)
-        self._inbox.put(Submit(request, stream))
+        self.enqueue(request, stream)
         return stream
+
+    def enqueue(self, request: GenerationRequest, sink: EventSink) -> None:
+        """Queue a request whose events go to ``sink`` (the runner's outbox)."""
+        self._inbox.put(Submit(request, sink))
 
     def abort(self, request_id: str) -> None:
         """The client went away: drop its sequence before the next step."""
@@ -112,6 +144,13 @@ class Engine:
         else:
             self._inbox.put(Call(fn, future))
         return future
+
+    def invoke(self, method: str, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Run ``backend.method(*args, **kwargs)`` on the engine thread."""
+        return self.call(lambda backend: getattr(backend, method)(*args, **kwargs))
+
+    def join(self) -> None:
+        self._thread.join()
 
     def cancel_all(self, message: str) -> None:
         """End every request of this engine with a 503 error event."""
@@ -153,6 +192,7 @@ class Engine:
         finally:
             if self.state is EngineState.READY:
                 self.state = EngineState.STOPPED
+            self._prep.shutdown(wait=True, cancel_futures=True)
             self.backend.close()
 
     def _run(self, backend: Backend, scheduler: Scheduler) -> None:
@@ -228,6 +268,8 @@ class Engine:
             if item is STOP:
                 return False
             if isinstance(item, Submit):
+                self._prepare(item)
+            elif isinstance(item, Prepared):
                 self._accept(item)
             elif isinstance(item, Abort):
                 self._abort(item.request_id)
@@ -236,13 +278,31 @@ class Engine:
             elif isinstance(item, CancelAll):
                 self._fail_all(ModelUnavailable(item.message, retry_after=10))
 
-    def _accept(self, item: Submit) -> None:
-        assert self.backend is not None and self._scheduler is not None
+    def _prepare(self, item: Submit) -> None:
+        """Render and tokenize the prompt: here when it is small (so requests that arrive
+        together start together), on the preparing thread when it is large."""
+        assert self.backend is not None
         seq_id, self._next_seq = self._next_seq, self._next_seq + 1
+        self._preparing[item.request.request_id] = item
+        args = (seq_id, item.request, item.stream, self.backend, self._default_max_tokens)
+        if _text_size(item.request) < PREPARE_INLINE_CHARS:
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            try:
+                future.set_result(prepare(*args))
+            except Exception as exc:
+                future.set_exception(exc)
+            self._accept(Prepared(item, seq_id, future))
+            return
+        future = self._prep.submit(prepare, *args)
+        future.add_done_callback(lambda f: self._inbox.put(Prepared(item, seq_id, f)))
+
+    def _accept(self, prepared: Prepared) -> None:
+        assert self._scheduler is not None
+        item, seq_id = prepared.submit, prepared.seq_id
+        if self._preparing.pop(item.request.request_id, None) is None:
+            return  # aborted, or failed by cancel_all, while it was being prepared
         try:
-            active, seq = prepare(
-                seq_id, item.request, item.stream, self.backend, self._default_max_tokens
-            )
+            active, seq = prepared.future.result()
             self._scheduler.add(seq)
         except QueueFullError:
             self._reject(
@@ -270,6 +330,8 @@ class Engine:
         item.stream.push(Failed(exc))
 
     def _abort(self, request_id: str) -> None:
+        if self._preparing.pop(request_id, None) is not None:
+            return
         seq_id = self._by_request.get(request_id)
         if seq_id is not None:
             self._end(seq_id, aborted=True)
@@ -309,6 +371,9 @@ class Engine:
             active.stream.push(Finished(finished, active.usage(), active.stops.matched))
 
     def _fail_all(self, error: HearthError) -> None:
+        preparing, self._preparing = self._preparing, {}
+        for item in preparing.values():
+            item.stream.push(Failed(error))
         for seq_id in list(self._active):
             try:
                 self._end(seq_id, failed=error)
