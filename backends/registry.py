@@ -8,6 +8,7 @@ unavailable, with the reason.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -55,10 +56,15 @@ class PluginInfo:
         return self.plugin is not None and self.reason is None
 
 
-def discover() -> dict[str, PluginInfo]:
+def discover(extra: Sequence[str] = ()) -> dict[str, PluginInfo]:
+    """The built-in backends, those installed packages register under the entry-point
+    group, and ``extra`` ones given as ``name=module:Class`` (HEARTH_PLUGINS)."""
     targets = dict(BUILTIN)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         targets[ep.name] = ep.value
+    for spec in extra:
+        name, _, target = spec.partition("=")
+        targets[name.strip()] = target.strip()
     return {name: _load(name, target) for name, target in sorted(targets.items())}
 
 

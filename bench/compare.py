@@ -36,20 +36,22 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hearth
 LLAMA_CPP_VERSION = "0.3.36"
 
 
-def _llama_bin() -> Path:
-    """Where bench/build_llama_server.sh puts llama-server for this machine's build key
-    (HEARTH_LLAMA_BIN overrides)."""
-    if os.environ.get("HEARTH_LLAMA_BIN"):
-        return Path(os.environ["HEARTH_LLAMA_BIN"])
-    key = subprocess.run(
+def _build_key() -> str:
+    """This machine's llama.cpp build key (scripts/llama-cpp-build.sh): the wheel cache
+    and bench/build_llama_server.sh file their builds under it."""
+    return subprocess.run(
         ["bash", "-c", '. scripts/llama-cpp-build.sh && printf %s "$LLAMA_BUILD_KEY"'],
         cwd=ROOT, env={**os.environ, "LLAMA_CPP_VERSION": LLAMA_CPP_VERSION},
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    return CACHE / f"llama.cpp-{LLAMA_CPP_VERSION}-{key}" / "bin"
 
 
-LLAMA_BIN = _llama_bin()
+BUILD_KEY = _build_key()
+# HEARTH_LLAMA_BIN: a llama-server built elsewhere.
+LLAMA_BIN = Path(
+    os.environ.get("HEARTH_LLAMA_BIN")
+    or CACHE / f"llama.cpp-{LLAMA_CPP_VERSION}-{BUILD_KEY}" / "bin"
+)
 # Keep the EOG tokens of Qwen2.5 out of the answer on a server without ignore_eos.
 QWEN_EOG_BIAS = {"151643": -100, "151645": -100}
 
@@ -68,9 +70,12 @@ def server_commands(args: argparse.Namespace, model: Path, port: int) -> dict[st
         f'[models.bench]\npath = "{model}"\ncontext_length = {ctx}\n'
         f"max_sequences = {parallel}\nthreads = {threads}\n"
     )
+    hearth = [str(VENV / "hearth"), "--models-file", str(models_toml), "serve",
+              "--port", str(port), "--no-pull"]  # fmt: skip
     return {
-        "hearth": [str(VENV / "hearth"), "--models-file", str(models_toml), "serve",
-                   "--port", str(port), "--no-pull"],
+        "hearth": hearth,
+        # The engine in the server's own process, as before runner processes.
+        "hearth-thread": ["env", "HEARTH_ENGINE_ISOLATION=thread", *hearth],
         "llama-server": [str(LLAMA_BIN / "llama-server"), "-m", str(model), "--port", str(port),
                          "-t", threads, "-tb", threads, "-np", parallel, "-c", ctx, "-kvu",
                          "--no-webui", "-a", "bench"],
@@ -84,18 +89,20 @@ def server_commands(args: argparse.Namespace, model: Path, port: int) -> dict[st
 
 EXTRA_BODY = {
     "hearth": {"ignore_eos": True},
+    "hearth-thread": {"ignore_eos": True},
     "llama-server": {"ignore_eos": True},
     "llama_cpp.server": {"logit_bias": QWEN_EOG_BIAS},
 }
 
 
-def prepare_peers() -> None:
+def prepare_peers(names: list[str]) -> None:
     subprocess.run(["bash", str(ROOT / "bench" / "build_llama_server.sh")], check=True)
     venv = OUT / "venv"
     ready = venv / ".llama-cpp-server-installed"
-    if not ready.exists():
+    if "llama_cpp.server" in names and not ready.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        wheel = next((CACHE / "wheels" / "cpu").glob("llama_cpp_python-0.3.36-*.whl"))
+        wheels = CACHE / "wheels" / BUILD_KEY
+        wheel = next(wheels.glob(f"llama_cpp_python-{LLAMA_CPP_VERSION}-*.whl"))
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
         subprocess.run([*pip, f"{wheel}[server]"], check=True)
         ready.touch()
@@ -189,25 +196,22 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def summarize(runs: dict[str, list[dict[str, object]]]) -> str:
     names = list(runs)
+    peers = [n for n in names if n != "hearth"]
     conc = [int(lv["concurrency"]) for lv in levels(runs[names[0]][0])]
     lines = ["| concurrency | " + " | ".join(f"{n} agg t/s" for n in names)
-             + " | hearth / llama-server | hearth / llama_cpp.server"
+             + "".join(f" | hearth / {p}" for p in peers)
              + " | TTFT p50 s (" + ", ".join(names) + ") |",
-             "|" + "---|" * (len(names) + 4)]  # fmt: skip
+             "|" + "---|" * (len(names) + len(peers) + 2)]  # fmt: skip
     for i, c in enumerate(conc):
         agg = {n: [levels(r)[i]["aggregate_tps"] for r in runs[n]] for n in names}
         ttft = {n: statistics.median(levels(r)[i]["ttft_p50_s"] for r in runs[n]) for n in names}
         med = {n: statistics.median(v) for n, v in agg.items()}
         cells = [f"{med[n]:.1f} ({min(agg[n]):.1f}–{max(agg[n]):.1f})" for n in names]
-        ratio = [med.get("hearth", float("nan")) / med[p] if med.get(p) else float("nan")
-                 for p in ("llama-server", "llama_cpp.server")]  # fmt: skip
+        ratios = [med.get("hearth", float("nan")) / med[p] for p in peers]
         lines.append(
-            f"| {c} | "
-            + " | ".join(cells)
-            + f" | {ratio[0]:.2f}× | {ratio[1]:.2f}× | "
-            + ", ".join(f"{ttft[n]:.2f}" for n in names)
-            + " |"
-        )
+            f"| {c} | " + " | ".join(cells) + "".join(f" | {r:.2f}×" for r in ratios)
+            + " | " + ", ".join(f"{ttft[n]:.2f}" for n in names) + " |"
+        )  # fmt: skip
     return "\n".join(lines)
 
 
@@ -239,7 +243,7 @@ def main() -> int:
                 runs[name].append(json.loads(path.read_text()))
         print(summarize(runs))
         return 0
-    prepare_peers()
+    prepare_peers(names)
     for round_no in range(args.rounds):
         for name in names:
             print(f"== round {round_no + 1}: {name}", flush=True)

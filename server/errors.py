@@ -53,6 +53,11 @@ class HearthError(Exception):
             }
         }
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross from a runner process in pickled events: keep every field.
+        kwargs = {"param": self.param, "code": self.code, "retry_after": self.retry_after}
+        return (_rebuild, (type(self), self.message, kwargs))
+
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
             return {}
@@ -129,3 +134,7 @@ class InternalError(HearthError):
     status = 500
     type = "server_error"
     default_code = "internal_error"
+
+
+def _rebuild(cls: type[HearthError], message: str, kwargs: dict[str, Any]) -> HearthError:
+    return cls(message, **kwargs)

@@ -6,7 +6,7 @@ Built once in ``main`` and passed down; nothing reads the environment after that
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -31,8 +31,8 @@ class Settings(BaseSettings):
     # On SIGTERM, how long running streams may finish before they are cut.
     drain_seconds: float = Field(default=30.0, ge=0)
     # A request ends (504, or a final SSE error event) and its sequence is freed after
-    # this long in all, or when its first token has not come this long after arrival.
-    request_timeout: float = Field(default=600.0, gt=0)
+    # this long in all, or when it has waited this long to be admitted (queued).
+    request_timeout: float = Field(default=1800.0, gt=0)
     first_token_timeout: float = Field(default=300.0, gt=0)
     # Access control (server/api/security.py, docs/security.md). Keys stay out of repr.
     api_keys: CommaList = Field(default=(), repr=False)
@@ -40,8 +40,16 @@ class Settings(BaseSettings):
     allowed_hosts: CommaList = ()
     cors_origins: CommaList = ()
     insecure_no_auth: bool = False
+    # "process": each model's engine in a runner process of its own, so a native crash
+    # fails that model's requests only; "thread": in this process (tests, debugging).
+    engine_isolation: Literal["process", "thread"] = "process"
+    # Backend plugins besides the installed ones: name=module:Class, comma-separated.
+    plugins: CommaList = ()
+    # A runner whose engine has not answered a ping this long (a step that hangs) is
+    # killed and started again.
+    engine_hang_seconds: float = Field(default=120.0, gt=0)
 
-    @field_validator("api_keys", "allowed_hosts", "cors_origins", mode="before")
+    @field_validator("api_keys", "allowed_hosts", "cors_origins", "plugins", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -3,8 +3,10 @@
 The first SIGTERM (or SIGINT) starts a drain: new generation requests get 503 with
 ``Retry-After`` and readiness turns 503, while running streams may finish for up to
 ``drain_seconds``. Streams still running then end with a final SSE error event, the
-models are freed, and the process exits 0. A second signal stops at once. An engine
-that dies while serving makes the process exit 1, so a supervisor restarts it.
+models are freed, and the process exits 0. A second signal stops at once. An
+in-process engine that dies while serving makes the process exit 1, so a supervisor
+restarts it; a runner process that dies or hangs is replaced by its RemoteEngine and
+the server stays up.
 
 The process then leaves without the interpreter's teardown of native modules; see
 ``leave``.
@@ -74,6 +76,7 @@ class HearthServer(uvicorn.Server):
     async def _watch_engines(self) -> None:
         while not self.should_exit:
             await asyncio.sleep(0.5)
+            self.hub.check_engines()
             dead = self.hub.dead_engines()
             if dead:
                 log.error("engine(s) died while serving: %s; exiting for a restart", dead)

@@ -24,7 +24,12 @@ async def ready(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    text = hub_of(request).metrics.render()
+    hub = hub_of(request)
+    for name, engine in hub.engines.items():
+        resident = engine.resident_bytes()
+        if resident is not None:
+            hub.metrics.set("hearth_model_resident_bytes", resident, model=name)
+    text = hub.metrics.render()
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 

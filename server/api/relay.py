@@ -24,9 +24,9 @@ from starlette.responses import Response
 
 from backends.base import ToolCall
 from server.api.timeouts import Deadline, TimedStreamingResponse
+from server.engine.handle import ModelEngine
 from server.engine.hub import ModelHub
 from server.engine.inbox import RequestStream
-from server.engine.loop import Engine
 from server.engine.requests import (
     Accepted,
     Event,
@@ -61,7 +61,7 @@ class Relay:
     def __init__(
         self,
         request: Request,
-        engine: Engine,
+        engine: ModelEngine,
         stream: RequestStream,
         deadline: Deadline,
         gen: GenerationRequest,
@@ -184,7 +184,7 @@ class Relay:
 
 
 async def start(
-    request: Request, engine: Engine, gen: GenerationRequest
+    request: Request, engine: ModelEngine, gen: GenerationRequest
 ) -> tuple[RequestStream, Deadline]:
     """Submit ``gen`` and wait until the engine accepts it; a refusal raises here,
     before any response starts."""

@@ -1,4 +1,9 @@
-"""Per-request time limits: the whole request, and the wait for its first token.
+"""Per-request time limits: the whole request, and the wait to be admitted.
+
+The second bounds a request stuck in the queue: once it is admitted (its prefill has
+started), only the whole-request limit applies, so an agent's 20,000-token prompt that
+takes minutes to prefill on a CPU is not cut while it makes progress; an engine that
+stops making progress is a runner the watchdog replaces.
 
 A request that runs past either ends: a 504 before the response started, a final SSE
 error event after it, and in both cases its sequence is aborted. A client that stops
@@ -16,8 +21,8 @@ from collections.abc import AsyncGenerator, Callable
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from server.engine.handle import ModelEngine
 from server.engine.inbox import RequestStream
-from server.engine.loop import Engine
 from server.engine.requests import Accepted, Event, GenerationRequest
 from server.errors import RequestTimeout
 from server.settings import Settings
@@ -30,7 +35,7 @@ SEND_GRACE_S = 2.0
 class Deadline:
     """The clock of one request; ``next`` is ``stream.next`` under the request's limits."""
 
-    def __init__(self, engine: Engine, gen: GenerationRequest, settings: Settings) -> None:
+    def __init__(self, engine: ModelEngine, gen: GenerationRequest, settings: Settings) -> None:
         self._engine = engine
         self._request_id = gen.request_id
         # GenerationRequest.arrival is time.monotonic(), which the event loop's clock is.
@@ -49,14 +54,15 @@ class Deadline:
         except TimeoutError:
             self._engine.abort(self._request_id)
             raise self._error(first) from None
-        if not isinstance(event, Accepted):  # text, a tool call, the end, an error
+        if not isinstance(event, Accepted):  # admitted, text, a call, the end, an error
             self._started = True
         return event
 
     def _error(self, first: bool) -> RequestTimeout:
         if first:
             return RequestTimeout(
-                f"no token within {self._first_token_timeout:g} s (HEARTH_FIRST_TOKEN_TIMEOUT)",
+                f"not admitted within {self._first_token_timeout:g} s: the model was busy "
+                "(HEARTH_FIRST_TOKEN_TIMEOUT)",
                 code="first_token_timeout",
             )
         return RequestTimeout(

@@ -124,6 +124,7 @@ def _ensure_pulled(config: ModelConfig) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from backends import registry
     from backends.hardware import detect
     from server import logfmt
     from server.api import lifecycle
@@ -149,8 +150,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             except PullError as exc:
                 print(f"hearth: could not pull {config.name}: {exc}", file=sys.stderr)
     hub = ModelHub(
-        models, names, hardware=detect(), metrics=Metrics(), max_waiting=settings.max_queue
-    )
+        models, names, hardware=detect(), metrics=Metrics(), max_waiting=settings.max_queue,
+        isolation=settings.engine_isolation, hang_seconds=settings.engine_hang_seconds,
+        plugins=registry.discover(settings.plugins),
+    )  # fmt: skip
     app = create_app(hub, settings, load_in_background=True)
     # h11, not httptools: h11 bounds the bytes it buffers for an incomplete head (400
     # past it); httptools buffers any size. server/api/limits.py refuses a big whole head.

@@ -15,8 +15,10 @@ from backends import registry
 from backends.base import LoadRequest
 from backends.hardware import Hardware
 from server.config import ModelConfig, ModelsFile
+from server.engine.handle import ModelEngine
 from server.engine.loop import Engine, EngineState
 from server.engine.metrics import Metrics
+from server.engine.remote import RemoteEngine
 from server.errors import ModelNotFound, ModelUnavailable
 
 log = logging.getLogger("hearth.hub")
@@ -32,14 +34,20 @@ class ModelHub:
         metrics: Metrics,
         max_waiting: int,
         plugins: dict[str, registry.PluginInfo] | None = None,
+        isolation: str = "thread",
+        hang_seconds: float = 120.0,
     ) -> None:
+        """``isolation``: ``"process"`` runs each model's engine in a runner process of
+        its own (``hearth serve``), ``"thread"`` on a thread of this one."""
         self.models = models
         self._plugins = plugins
         self.metrics = metrics
         self._hw = hardware
         self._to_load = [self._config(name) for name in (load or [models.default])]
         self._max_waiting = max_waiting
-        self.engines: dict[str, Engine] = {}
+        self.engines: dict[str, ModelEngine] = {}
+        self._isolation = isolation
+        self._hang_seconds = hang_seconds
         self.load_errors: dict[str, str] = {}
         self.backend_names: dict[str, str] = {}
         self.draining = False
@@ -64,14 +72,20 @@ class ModelHub:
                 continue
             assert info.plugin is not None
             self.backend_names[config.name] = info.name
-            engine = Engine(
-                config.name,
-                info.plugin,
-                self._load_request(config),
-                metrics=self.metrics,
-                max_waiting=self._max_waiting,
-                default_max_tokens=config.default_max_tokens,
-            )
+            engine: ModelEngine
+            load = self._load_request(config)
+            limits = (self._max_waiting, config.default_max_tokens)
+            if self._isolation == "process":
+                engine = RemoteEngine(
+                    config.name, info.plugin, load, metrics=self.metrics,
+                    max_waiting=limits[0], default_max_tokens=limits[1],
+                    hang_seconds=self._hang_seconds,
+                )  # fmt: skip
+            else:
+                engine = Engine(
+                    config.name, info.plugin, load, metrics=self.metrics,
+                    max_waiting=limits[0], default_max_tokens=limits[1],
+                )  # fmt: skip
             self.engines[config.name] = engine
             engine.start()
 
@@ -98,7 +112,7 @@ class ModelHub:
             weight_repack=config.weight_repack,
         )
 
-    def engine_for(self, name: str) -> tuple[Engine, ModelConfig]:
+    def engine_for(self, name: str) -> tuple[ModelEngine, ModelConfig]:
         """The engine serving ``name``. Model names are keys, never paths."""
         config = self.models.resolve(name)
         if config is None:
@@ -126,7 +140,7 @@ class ModelHub:
         else:
             error = self.load_errors.get(config.name)
             state = "failed" if error else "not_loaded"
-        caps = engine.backend.capabilities if engine and engine.backend else None
+        caps = engine.capabilities if engine else None
         return {
             "id": config.name,
             "object": "model",
@@ -141,6 +155,8 @@ class ModelHub:
             "fim": caps.fim if caps else None,
             "max_sequences": config.max_sequences,
             "loaded": state == EngineState.READY.value,
+            "resident_bytes": engine.resident_bytes() if engine else None,
+            "runner_pid": engine.pid if engine else None,
             "state": state,
             "error": error,
         }
@@ -156,11 +172,12 @@ class ModelHub:
     def dead_engines(self) -> list[str]:
         """Engines that served and then failed, not those that failed to load: an engine
         has a backend once its model is loaded."""
-        return [
-            name
-            for name, engine in self.engines.items()
-            if engine.state is EngineState.FAILED and engine.backend is not None
-        ]
+        return [name for name, engine in self.engines.items() if engine.died_serving()]
+
+    def check_engines(self) -> None:
+        """The watchdog's beat: a runner that stops answering is replaced."""
+        for engine in self.engines.values():
+            engine.check()
 
     def not_ready_reason(self) -> str:
         if self.draining:

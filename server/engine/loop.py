@@ -32,6 +32,7 @@ from server.engine.inbox import STOP, Abort, Call, CancelAll, Prepared, RequestS
 from server.engine.metrics import Metrics
 from server.engine.requests import (
     Accepted,
+    Admitted,
     EventSink,
     Failed,
     Finished,
@@ -152,6 +153,19 @@ class Engine:
     def join(self) -> None:
         self._thread.join()
 
+    def died_serving(self) -> bool:
+        return self.state is EngineState.FAILED and self.backend is not None
+
+    def check(self) -> None:
+        """A thread cannot be replaced; a hung step shows as a stream past its timeout."""
+
+    @property
+    def pid(self) -> int | None:
+        return None  # in this process
+
+    def resident_bytes(self) -> int | None:
+        return None  # this process holds every in-process model together
+
     def cancel_all(self, message: str) -> None:
         """End every request of this engine with a 503 error event."""
         self._inbox.put(CancelAll(message))
@@ -222,6 +236,7 @@ class Engine:
             self._end(seq.seq_id, failed=InternalError("the model could not start this request"))
             return
         active.on_admitted(seq.fed, self._metrics)
+        active.stream.push(Admitted(seq.fed))
 
     def _step(self, backend: Backend, scheduler: Scheduler, work: list[Work]) -> None:
         try:

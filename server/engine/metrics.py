@@ -15,6 +15,7 @@ _HELP = {
     "hearth_kv_cache_used_tokens": ("gauge", "KV cache cells in use, prefix cache included."),
     "hearth_kv_cache_reserved_tokens": ("gauge", "KV cache reserved by running sequences."),
     "hearth_kv_cache_capacity_tokens": ("gauge", "KV cache size in tokens."),
+    "hearth_model_resident_bytes": ("gauge", "Resident memory of the model's runner process."),
     "hearth_steps_total": ("counter", "Forward passes (engine steps) run."),
     "hearth_step_sequences_total": ("counter", "Sequences advanced, summed over steps."),
     "hearth_step_sequences_max": ("gauge", "The most sequences one step has advanced."),

@@ -81,6 +81,13 @@ class Accepted:
 
 
 @dataclass(frozen=True, slots=True)
+class Admitted:
+    """Running: its prefill starts, ``cached_tokens`` of the prompt reused."""
+
+    cached_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
 
@@ -105,7 +112,7 @@ class Failed:
     error: HearthError
 
 
-Event = Accepted | TextDelta | ToolCallDelta | Finished | Failed
+Event = Accepted | Admitted | TextDelta | ToolCallDelta | Finished | Failed
 
 
 class EventSink(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import time
 from collections.abc import Iterator
@@ -159,7 +160,7 @@ def _released(backend: FakeBackend, count: int) -> bool:
     return False
 
 
-def test_no_first_token_in_time_is_a_504_and_frees_the_sequence(
+def test_a_stuck_request_is_a_504_and_frees_the_sequence(
     slow: tuple[TestClient, FakeBackend],
 ) -> None:
     client, backend = slow
@@ -167,7 +168,7 @@ def test_no_first_token_in_time_is_a_504_and_frees_the_sequence(
     started = time.monotonic()
     resp = client.post(CHAT, json=chat_body("stuck"))
     assert time.monotonic() - started < 3
-    error = assert_error(resp, 504, code="first_token_timeout")
+    error = assert_error(resp, 504, code="request_timeout")
     assert error["type"] == "timeout_error"
     backend.gate.set()
     assert _released(backend, 1)
@@ -182,9 +183,27 @@ def test_a_stream_past_its_timeout_ends_with_an_error_event(
     resp = client.post(CHAT, json=chat_body("stuck", stream=True))
     assert resp.status_code == 200
     events = sse_events(resp.text)
-    assert events[-1]["error"]["code"] == "first_token_timeout"
+    assert events[-1]["error"]["code"] == "request_timeout"
     backend.gate.set()
     assert _released(backend, 1)
+
+
+def test_a_request_left_waiting_in_the_queue_is_cut_at_the_admission_limit(
+    slow: tuple[TestClient, FakeBackend],
+) -> None:
+    """The engine holds its first request's step: that request was admitted and runs
+    to the whole-request limit; one sent after it waits to be admitted and is cut at
+    HEARTH_FIRST_TOKEN_TIMEOUT, sooner."""
+    client, backend = slow
+    backend.gate.clear()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        admitted = pool.submit(client.post, CHAT, json=chat_body("first"))
+        time.sleep(0.15)  # admitted at once; its step then waits on the gate
+        waiting = client.post(CHAT, json=chat_body("second"))
+        assert_error(waiting, 504, code="first_token_timeout")
+        assert "not admitted" in waiting.json()["error"]["message"]
+        assert_error(admitted.result(), 504, code="request_timeout")
+    backend.gate.set()
 
 
 def test_deeply_nested_json_is_a_400(client: TestClient) -> None:

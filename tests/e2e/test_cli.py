@@ -33,7 +33,9 @@ def test_pull_of_an_unknown_model_fails() -> None:
 def test_models_lists_both_and_marks_the_default() -> None:
     result = hearth("models")
     assert result.returncode == 0
-    assert "* qwen2.5-coder-0.5b (aliases: qwen2.5-coder, default)" in result.stdout
+    assert "* qwen2.5-coder-0.5b (aliases: qwen2.5-coder, default, qwen2.5-coder:0.5b)" in (
+        result.stdout
+    )
     assert "gemma-3-270m" in result.stdout and "[present]" in result.stdout
 
 

@@ -61,8 +61,8 @@ async def count_tokens(request: Request) -> Response:
     body = await read_json(request)
     engine, _ = hub_of(request).engine_for(schemas.model_name(body))
     conversation, tools = schemas.parse_count(body)
-    future = engine.call(lambda backend: len(backend.chat_prompt(conversation, tools)))
-    return JSONResponse({"input_tokens": await asyncio.wrap_future(future)})
+    tokens = await asyncio.wrap_future(engine.invoke("chat_prompt", conversation, tools))
+    return JSONResponse({"input_tokens": len(tokens)})
 
 
 ROUTES = [

@@ -66,10 +66,10 @@ async def ps(request: Request) -> Response:
     models = []
     expires = (datetime.now(UTC) + FOREVER).isoformat().replace("+00:00", "Z")
     for config in hub.models.models.values():
-        backend = hub.engines[config.name].backend if _loaded(hub, config) else None
-        if backend is None:
+        caps = hub.engines[config.name].capabilities if _loaded(hub, config) else None
+        if caps is None:
             continue
-        entry, caps = await _entry(hub, config), backend.capabilities
+        entry = await _entry(hub, config)
         layers = caps.details.get("gpu_layers") if caps.gpu_offload else 0
         vram = _size_vram(entry["size"], layers, await asyncio.to_thread(_facts, config.path))
         models.append({**entry, "expires_at": expires, "size_vram": vram,
@@ -107,7 +107,9 @@ async def show(request: Request) -> Response:
 
 def _loaded(hub: ModelHub, config: ModelConfig) -> bool:
     engine = hub.engines.get(config.name)
-    return engine is not None and engine.state is EngineState.READY and engine.backend is not None
+    return (
+        engine is not None and engine.state is EngineState.READY and engine.capabilities is not None
+    )
 
 
 async def _entry(hub: ModelHub, config: ModelConfig) -> dict[str, Any]:
@@ -121,8 +123,9 @@ async def _entry(hub: ModelHub, config: ModelConfig) -> dict[str, Any]:
 
 def _context(hub: ModelHub, config: ModelConfig) -> int:
     engine = hub.engines.get(config.name)
-    if engine is not None and engine.backend is not None:
-        return engine.backend.capabilities.context_length
+    caps = engine.capabilities if engine is not None else None
+    if caps is not None:
+        return caps.context_length
     return config.context_length
 
 
@@ -138,7 +141,8 @@ def _capabilities(hub: ModelHub, config: ModelConfig, template: str | None) -> l
     if template and "tools" in template:
         out.append("tools")
     engine = hub.engines.get(config.name)
-    if engine is not None and engine.backend is not None and engine.backend.capabilities.fim:
+    caps = engine.capabilities if engine is not None else None
+    if caps is not None and caps.fim:
         out.append("insert")
     return out
 

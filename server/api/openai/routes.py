@@ -13,7 +13,7 @@ from server.api.body import hub_of, read_json
 from server.api.openai import schemas
 from server.api.openai.render import DONE, Shape, sse_error
 from server.api.relay import Relay, start
-from server.engine.loop import Engine
+from server.engine.handle import ModelEngine
 from server.engine.requests import (
     Failed,
     Finished,
@@ -40,7 +40,7 @@ async def completions(request: Request) -> Response:
 
 
 async def _generate(
-    request: Request, engine: Engine, parsed: schemas.ParsedRequest, *, chat: bool
+    request: Request, engine: ModelEngine, parsed: schemas.ParsedRequest, *, chat: bool
 ) -> Response:
     gen = parsed.generation
     stream, deadline = await start(request, engine, gen)
@@ -78,9 +78,7 @@ async def tokenize(request: Request) -> Response:
     body = await read_json(request)
     engine, _ = hub_of(request).engine_for(schemas.model_name(body))
     content, add_special = schemas.parse_tokenize(body)
-    tokens = await asyncio.wrap_future(
-        engine.call(lambda backend: backend.tokenize(content, add_special=add_special))
-    )
+    tokens = await asyncio.wrap_future(engine.invoke("tokenize", content, add_special=add_special))
     return JSONResponse({"tokens": tokens, "count": len(tokens)})
 
 
@@ -88,7 +86,7 @@ async def detokenize(request: Request) -> Response:
     body = await read_json(request)
     engine, _ = hub_of(request).engine_for(schemas.model_name(body))
     tokens = schemas.parse_detokenize(body, engine.vocab_size)
-    text = await asyncio.wrap_future(engine.call(lambda backend: backend.detokenize(tokens)))
+    text = await asyncio.wrap_future(engine.invoke("detokenize", tokens))
     return JSONResponse({"content": text})
 
 
