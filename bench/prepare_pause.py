@@ -55,11 +55,13 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=MODEL)
     parser.add_argument("--prompt-tokens", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="the model's threads (0: all)")
     args = parser.parse_args()
     out = Path(".bench")
     out.mkdir(exist_ok=True)
     (out / "pause.toml").write_text(
         f'[models.bench]\npath = "{args.model}"\ncontext_length = 32768\nmax_sequences = 4\n'
+        f"threads = {args.threads}\n"
     )
     big = "word " * args.prompt_tokens  # about one token a word
     port = free_port()
