@@ -292,7 +292,21 @@ class LlamaCppBackend:
             keep = self._share(slot, prompt, self._truncate(slot, keep))
         slot.busy = True
         self._seqs[seq_id] = _Seq(slot, list(prompt[keep:]), sampler, Utf8Stream())
+        self._trim_idle()
         return keep
+
+    def _trim_idle(self) -> None:
+        """Keep fewer cached prefixes the busier the batch is. Every step's attention
+        spans the KV cells up to the highest one in use, cached prefixes' cells
+        included, so idle prefixes slow every running sequence: beside ``n`` running
+        sequences at most ``max(1, max_sequences - n)`` stay, the least recently used
+        going first (a full batch keeps what llama-server's slots would)."""
+        busy = sum(slot.busy for slot in self._slots)
+        idle = sorted((s for s in self._slots if not s.busy and s.tokens),
+                      key=lambda s: s.last_used)  # fmt: skip
+        allowed = max(1, self.capabilities.max_sequences - busy)
+        for slot in idle[: max(0, len(idle) - allowed)]:
+            self._clear(slot)
 
     def _pick_slot(self, prompt: Sequence[int]) -> tuple[_Slot, int]:
         """The free slot that ``prompt`` continues (it shares all of the slot's tokens
