@@ -5,6 +5,7 @@ A mistake raises :class:`ConfigError` naming the model and the key.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ _KEYS = {
     "aliases", "backend", "path", "source", "sha256", "context_length", "max_sequences",
     "threads", "gpu_layers", "tensor_split", "chat_template", "chat_template_file",
     "sampling", "batch_tokens", "default_max_tokens", "options", "gpu_memory_limit",
-    "kv_cache_type", "main_gpu", "weight_repack",
+    "kv_cache_type", "main_gpu", "weight_repack", "keep_alive",
 }  # fmt: skip
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -49,6 +50,7 @@ class ModelConfig:
     kv_cache_type: str = "f16"
     main_gpu: int = 0
     weight_repack: bool | None = None  # None: auto (backends/llamacpp/cpu.py)
+    keep_alive: float | None = None  # idle seconds before unload; None: the server's rule
     chat_template: str | None = None
     batch_tokens: int = 512
     default_max_tokens: int = 4096
@@ -142,6 +144,7 @@ def _parse_model(name: str, table: Any, base: Path, cache_dir: Path) -> ModelCon
         kv_cache_type=get.choice("kv_cache_type", KV_CACHE_TYPES),
         main_gpu=get.integer("main_gpu", 0, minimum=0),
         weight_repack=get.auto_bool("weight_repack"),
+        keep_alive=get.keep_alive(),
         chat_template=template,
         batch_tokens=get.integer("batch_tokens", 512, minimum=16),
         default_max_tokens=get.integer("default_max_tokens", 4096, minimum=1),
@@ -223,6 +226,15 @@ class _Getter:
             return value
         raise self._fail(key, '"auto", true or false')
 
+    def keep_alive(self) -> float | None:
+        value = self.values.get("keep_alive")
+        if value is None:
+            return None
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise self._fail("keep_alive", str(exc)) from exc
+
     def size(self, key: str) -> int | None:
         value = self.values.get(key)
         if value is None:
@@ -271,6 +283,26 @@ class _Getter:
                     f"got {value!r}"
                 )
         return SamplingParams(**values)
+
+
+FOREVER = math.inf
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)?")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds: a number, or a duration such as ``"5m"``, ``"1h30m"``, ``"90s"``; a
+    negative one (``-1``) is for good (``math.inf``). Raises ValueError."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return FOREVER if value < 0 else float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        body = text.removeprefix("-")
+        parts = _DURATION.findall(body)
+        if body and "".join(n + u for n, u in parts) == body:
+            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+            return FOREVER if text.startswith("-") else seconds
+    raise ValueError(f'a duration such as "5m", 0 or -1 (never), not {value!r}')
 
 
 def parse_size(value: object) -> int:

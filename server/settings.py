@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     # "process": each model's engine in a runner process of its own, so a native crash
     # fails that model's requests only; "thread": in this process (tests, debugging).
     engine_isolation: Literal["process", "thread"] = "process"
+    # Bytes all loaded models may use together ("48GB", "40GiB"); unset: the machine's
+    # memory less 2 GiB. Models past it unload idle ones, least recently used first.
+    memory_budget: str | None = None
+    # How long an idle model loaded on demand stays ("5m", 0, -1 for ever), unless
+    # models.toml gives it a keep_alive; models loaded at start stay.
+    keep_alive: str = "5m"
     # Backend plugins besides the installed ones: name=module:Class, comma-separated.
     plugins: CommaList = ()
     # A runner whose engine has not answered a ping this long (a step that hangs) is

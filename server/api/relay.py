@@ -80,6 +80,7 @@ class Relay:
         self._outcome = "client_gone"
         self._usage: Usage | None = None
         self._hub.inflight += 1
+        self._hub.hold(gen.model)
         # A response sent whole watches for the client leaving, so its sequence is freed
         # at once; a streamed one notices when a write fails.
         self._watcher = (
@@ -167,6 +168,7 @@ class Relay:
         if not self.done:
             self._engine.abort(self._stream.request_id)
         self._hub.inflight -= 1
+        self._hub.release(self._gen.model, self._gen.keep_alive)
         record: dict[str, object] = {
             "id": self._gen.request_id,
             "model": self._gen.model,

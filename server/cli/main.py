@@ -16,6 +16,8 @@ from server.config import (
     ModelConfig,
     ModelsFile,
     load_models_file,
+    parse_duration,
+    parse_size,
 )
 from server.settings import Settings
 
@@ -72,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
         help="plan NAME for a hypothetical GPU of this size, e.g. 24GB or 24GiB",
     )  # fmt: skip
     info.set_defaults(func=_info)
+
+    ps = sub.add_parser("ps", help="the models a running server has loaded")
+    from server.cli import ps as ps_module
+
+    ps_module.add_arguments(ps)
+    ps.set_defaults(func=ps_module.run)
 
     bench = sub.add_parser("bench", help="load-test an OpenAI-compatible server")
     from server.cli.bench import run as bench_module
@@ -153,6 +161,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         models, names, hardware=detect(), metrics=Metrics(), max_waiting=settings.max_queue,
         isolation=settings.engine_isolation, hang_seconds=settings.engine_hang_seconds,
         plugins=registry.discover(settings.plugins),
+        memory_budget=parse_size(settings.memory_budget) if settings.memory_budget else None,
+        keep_alive=parse_duration(settings.keep_alive),
     )  # fmt: skip
     app = create_app(hub, settings, load_in_background=True)
     # h11, not httptools: h11 bounds the bytes it buffers for an incomplete head (400

@@ -1,13 +1,24 @@
-"""The loaded models: one engine each, looked up by name or alias.
+"""The models: one engine each while loaded, looked up by name or alias, loaded on
+demand within a memory budget and unloaded when idle.
 
-:meth:`ModelHub.start` only starts the engines: each loads its model on its own thread,
-so the server can listen (and answer liveness) during a long load. Until a model is
-loaded its requests get 503 with Retry-After and readiness names it as loading.
+:meth:`ModelHub.start` starts the models to preload (the default, or ``--model``) and
+returns: each loads on its own engine, so the server listens during a long load. A
+request for any other model that models.toml names loads it (:meth:`acquire`); requests
+that arrive while it loads wait for that one load. Before a load the hub sizes the
+model (:func:`~server.engine.residency.footprint`) and, if it does not fit the budget,
+unloads idle models, least recently used first; a model serving a request is never
+unloaded, so a request that would need that gets 503 naming what holds the memory. An
+idle model is unloaded after its ``keep_alive``. Loads are serialized in their decision
+(two never overcommit) and bounded per minute (a flood naming many models gets 429).
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,13 +26,16 @@ from backends import registry
 from backends.base import LoadRequest
 from backends.hardware import Hardware
 from server.config import ModelConfig, ModelsFile
+from server.engine import residency
 from server.engine.handle import ModelEngine
 from server.engine.loop import Engine, EngineState
 from server.engine.metrics import Metrics
 from server.engine.remote import RemoteEngine
-from server.errors import ModelNotFound, ModelUnavailable
+from server.errors import ModelNotFound, ModelUnavailable, QueueFull
 
 log = logging.getLogger("hearth.hub")
+LOADS_PER_MINUTE = 12
+LOAD_POLL_S = 0.05
 
 
 class ModelHub:
@@ -36,22 +50,36 @@ class ModelHub:
         plugins: dict[str, registry.PluginInfo] | None = None,
         isolation: str = "thread",
         hang_seconds: float = 120.0,
+        memory_budget: int | None = None,
+        keep_alive: float = 300.0,
     ) -> None:
         """``isolation``: ``"process"`` runs each model's engine in a runner process of
-        its own (``hearth serve``), ``"thread"`` on a thread of this one."""
+        its own (``hearth serve``), ``"thread"`` on a thread of this one.
+        ``memory_budget``: bytes every loaded model shares (default: the machine's
+        memory less 2 GiB). ``keep_alive``: idle seconds before an on-demand model
+        without its own ``keep_alive`` is unloaded (preloaded ones stay)."""
         self.models = models
         self._plugins = plugins
         self.metrics = metrics
         self._hw = hardware
-        self._to_load = [self._config(name) for name in (load or [models.default])]
+        self._preload = [self._config(name) for name in (load or [models.default])]
         self._max_waiting = max_waiting
         self.engines: dict[str, ModelEngine] = {}
         self._isolation = isolation
         self._hang_seconds = hang_seconds
+        self.budget = memory_budget or max(hardware.memory_bytes - 2 * 2**30, 2**30)
+        self._default_keep_alive = keep_alive
         self.load_errors: dict[str, str] = {}
         self.backend_names: dict[str, str] = {}
         self.draining = False
         self.inflight = 0  # generation requests between submit and their last byte
+        self._lock = threading.Lock()  # load and unload decisions
+        self._busy: collections.Counter[str] = collections.Counter()  # requests in flight
+        self._last_used: dict[str, float] = {}
+        self._keep: dict[str, float] = {}  # a client's keep_alive for the next idle spell
+        self._footprints: dict[str, int] = {}
+        self._loads: collections.deque[float] = collections.deque()
+        self._load_started: dict[str, float] = {}
 
     def _config(self, name: str) -> ModelConfig:
         config = self.models.resolve(name)
@@ -59,40 +87,98 @@ class ModelHub:
             raise ModelNotFound(f"model {name!r} is not in {self.models.path}", param="model")
         return config
 
+    # -- loading ---------------------------------------------------------------------
+
     def start(self) -> None:
-        """Start loading every model to serve, each on its own engine thread; return
-        without waiting (see :meth:`wait_loaded`)."""
-        plugins = self._plugins if self._plugins is not None else registry.discover()
-        for config in self._to_load:
+        """Start loading the models to preload; return without waiting."""
+        for config in self._preload:
             try:
-                info = registry.choose(config.backend, config.path, plugins, self._hw)
-            except registry.BackendUnavailable as exc:
-                self.load_errors[config.name] = str(exc)
-                log.error("model %s: %s", config.name, exc)
-                continue
-            assert info.plugin is not None
-            self.backend_names[config.name] = info.name
-            engine: ModelEngine
-            load = self._load_request(config)
-            limits = (self._max_waiting, config.default_max_tokens)
-            if self._isolation == "process":
-                engine = RemoteEngine(
-                    config.name, info.plugin, load, metrics=self.metrics,
-                    max_waiting=limits[0], default_max_tokens=limits[1],
-                    hang_seconds=self._hang_seconds,
-                )  # fmt: skip
-            else:
-                engine = Engine(
-                    config.name, info.plugin, load, metrics=self.metrics,
-                    max_waiting=limits[0], default_max_tokens=limits[1],
-                )  # fmt: skip
-            self.engines[config.name] = engine
-            engine.start()
+                self.load(config)
+            except (ModelUnavailable, QueueFull) as exc:
+                self.load_errors[config.name] = exc.message
+                log.error("model %s: %s", config.name, exc.message)
 
     def wait_loaded(self) -> None:
         """Block until every engine has loaded its model or failed to."""
-        for engine in self.engines.values():
+        for engine in list(self.engines.values()):
             engine.wait_loaded()
+
+    def load(self, config: ModelConfig) -> ModelEngine:
+        """The model's engine, loading it if it is not loaded (making room first)."""
+        with self._lock:
+            engine = self.engines.get(config.name)
+            if engine is not None and engine.state is not EngineState.STOPPED:
+                return engine
+            if self.draining:
+                raise ModelUnavailable("the server is shutting down", retry_after=10)
+            self._check_rate(config)
+            self._make_room(config)
+            return self._start_engine(config)
+
+    def _check_rate(self, config: ModelConfig) -> None:
+        now = time.monotonic()
+        while self._loads and now - self._loads[0] > 60:
+            self._loads.popleft()
+        if len(self._loads) >= LOADS_PER_MINUTE:
+            raise QueueFull(
+                f"{LOADS_PER_MINUTE} model loads in the last minute; model {config.name!r} "
+                "is not loaded now, retry later",
+                retry_after=int(61 - (now - self._loads[0])),
+            )
+        self._loads.append(now)
+
+    def _footprint(self, config: ModelConfig) -> int:
+        if config.name not in self._footprints:
+            try:
+                self._footprints[config.name] = residency.footprint(config)
+            except Exception:  # an unreadable header fails at load, with its own message
+                self._footprints[config.name] = residency.COMPUTE_BYTES
+        return self._footprints[config.name]
+
+    def _make_room(self, config: ModelConfig) -> None:
+        need = self._footprint(config)
+        residents = [
+            residency.Resident(name, self._footprint(self.models.models[name]),
+                               self._idle(name), self._last_used.get(name, 0.0))
+            for name, engine in self.engines.items()
+            if engine.state in (EngineState.READY, EngineState.LOADING)
+        ]  # fmt: skip
+        victims = residency.make_room(residents, need, self.budget)
+        if victims is None:
+            holders = ", ".join(f"{r.name} ({r.bytes / 2**30:.1f} GiB)" for r in residents)
+            raise ModelUnavailable(
+                f"model {config.name!r} needs {need / 2**30:.1f} GiB and the memory budget "
+                f"({self.budget / 2**30:.1f} GiB) is held by models serving requests: "
+                f"{holders}",
+                retry_after=10,
+            )
+        for name in victims:
+            self._unload(name, "memory")
+
+    def _start_engine(self, config: ModelConfig) -> ModelEngine:
+        plugins = self._plugins if self._plugins is not None else registry.discover()
+        try:
+            info = registry.choose(config.backend, config.path, plugins, self._hw)
+        except registry.BackendUnavailable as exc:
+            self.load_errors[config.name] = str(exc)
+            raise ModelUnavailable(f"model {config.name!r} is unavailable: {exc}") from exc
+        assert info.plugin is not None
+        self.backend_names[config.name] = info.name
+        self.load_errors.pop(config.name, None)
+        load = self._load_request(config)
+        limits = {"max_waiting": self._max_waiting, "default_max_tokens": config.default_max_tokens}
+        engine: ModelEngine
+        if self._isolation == "process":
+            engine = RemoteEngine(config.name, info.plugin, load, metrics=self.metrics,
+                                  hang_seconds=self._hang_seconds, **limits)  # fmt: skip
+        else:
+            engine = Engine(config.name, info.plugin, load, metrics=self.metrics, **limits)
+        self.engines[config.name] = engine
+        self._load_started[config.name] = time.monotonic()
+        self._last_used[config.name] = time.monotonic()
+        self.metrics.inc("hearth_model_loads_total", model=config.name)
+        engine.start()
+        return engine
 
     def _load_request(self, config: ModelConfig) -> LoadRequest:
         return LoadRequest(
@@ -112,8 +198,11 @@ class ModelHub:
             weight_repack=config.weight_repack,
         )
 
+    # -- serving ---------------------------------------------------------------------
+
     def engine_for(self, name: str) -> tuple[ModelEngine, ModelConfig]:
-        """The engine serving ``name``. Model names are keys, never paths."""
+        """The ready engine serving ``name``, without loading. Model names are keys,
+        never paths."""
         config = self.models.resolve(name)
         if config is None:
             raise ModelNotFound(f"The model '{name}' does not exist", param="model")
@@ -121,7 +210,7 @@ class ModelHub:
             raise ModelUnavailable("the server is shutting down", retry_after=10)
         engine = self.engines.get(config.name)
         if engine is None:
-            reason = self.load_errors.get(config.name, "it is not loaded in this server")
+            reason = self.load_errors.get(config.name, "it is not loaded")
             raise ModelUnavailable(f"model {config.name!r} is unavailable: {reason}")
         if engine.state is not EngineState.READY:
             detail = f": {engine.error}" if engine.error else ""
@@ -130,16 +219,87 @@ class ModelHub:
             )
         return engine, config
 
+    async def acquire(self, name: str) -> tuple[ModelEngine, ModelConfig]:
+        """The engine serving ``name``, loading the model first when it is not loaded;
+        a request that finds it loading waits for that load."""
+        config = self.models.resolve(name)
+        if config is None:
+            raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+        engine = self.engines.get(config.name)
+        if engine is None or engine.state is EngineState.STOPPED:
+            engine = await asyncio.to_thread(self.load, config)
+        while engine.state is EngineState.LOADING and self.engines.get(config.name) is engine:
+            await asyncio.sleep(LOAD_POLL_S)
+        return self.engine_for(name)
+
+    def hold(self, name: str) -> None:
+        """A request for ``name`` started: the model is busy and will not be unloaded."""
+        self._busy[name] += 1
+
+    def release(self, name: str, keep_alive: float | None = None) -> None:
+        """A request for ``name`` ended; ``keep_alive`` (Ollama's, per request) sets how
+        long the model stays once idle, within the model's own keep_alive."""
+        self._busy[name] -= 1
+        self._last_used[name] = time.monotonic()
+        if keep_alive is not None:
+            self._keep[name] = min(keep_alive, self._keep_alive(self.models.models[name]))
+
+    def _idle(self, name: str) -> bool:
+        return self._busy[name] <= 0
+
+    def _keep_alive(self, config: ModelConfig) -> float:
+        if config.keep_alive is not None:
+            return config.keep_alive
+        preloaded = any(c.name == config.name for c in self._preload)
+        return residency.FOREVER if preloaded else self._default_keep_alive
+
+    def unload(self, name: str, reason: str = "request") -> None:
+        """Unload a model now (``POST /models/unload``): 503 while it serves requests."""
+        config = self._config(name)
+        with self._lock:
+            if not self._idle(config.name):
+                raise ModelUnavailable(
+                    f"model {config.name!r} is serving {self._busy[config.name]} request(s); "
+                    "retry once they end",
+                    retry_after=5,
+                )
+            self._unload(config.name, reason)
+
+    def _unload(self, name: str, reason: str) -> None:
+        engine = self.engines.pop(name, None)
+        if engine is None:
+            return
+        self._keep.pop(name, None)
+        self.metrics.inc("hearth_model_unloads_total", model=name, reason=reason)
+        self.metrics.set("hearth_model_resident_bytes", 0, model=name)
+        log.info("model %s unloaded (%s)", name, reason)
+        threading.Thread(target=engine.stop, name=f"unload-{name}", daemon=True).start()
+
+    def check_engines(self) -> None:
+        """The watchdog's beat: a runner that stops answering is replaced; an idle model
+        past its keep_alive is unloaded; a finished load is timed."""
+        now = time.monotonic()
+        for name, engine in list(self.engines.items()):
+            engine.check()
+            started = self._load_started.get(name)
+            if started is not None and engine.state is not EngineState.LOADING:
+                self.metrics.observe("hearth_model_load_seconds", now - started, model=name)
+                del self._load_started[name]
+            if engine.state is EngineState.READY and self._idle(name):
+                keep = self._keep.get(name, self._keep_alive(self.models.models[name]))
+                if now - self._last_used.get(name, now) >= keep:
+                    with self._lock:
+                        if self._idle(name) and self.engines.get(name) is engine:
+                            self._unload(name, "idle")
+
+    # -- status ----------------------------------------------------------------------
+
     def describe(self) -> list[dict[str, Any]]:
         return [self._describe(config) for config in self.models.models.values()]
 
     def _describe(self, config: ModelConfig) -> dict[str, Any]:
         engine = self.engines.get(config.name)
-        if engine is not None:
-            state, error = engine.state.value, engine.error
-        else:
-            error = self.load_errors.get(config.name)
-            state = "failed" if error else "not_loaded"
+        state, error, unload_at = self._state(config, engine)
         caps = engine.capabilities if engine else None
         return {
             "id": config.name,
@@ -154,35 +314,47 @@ class ModelHub:
             "n_vocab": caps.vocab_size if caps else None,
             "fim": caps.fim if caps else None,
             "max_sequences": config.max_sequences,
-            "loaded": state == EngineState.READY.value,
-            "resident_bytes": engine.resident_bytes() if engine else None,
-            "runner_pid": engine.pid if engine else None,
+            "loaded": state in ("ready", "idle"),
             "state": state,
             "error": error,
+            "unload_in_seconds": unload_at,
+            "keep_alive_seconds": _seconds(self._keep_alive(config)),
+            "requests_in_flight": max(self._busy[config.name], 0),
+            "footprint_bytes": self._footprints.get(config.name),
+            "resident_bytes": engine.resident_bytes() if engine else None,
+            "runner_pid": engine.pid if engine else None,
         }
+
+    def _state(
+        self, config: ModelConfig, engine: ModelEngine | None
+    ) -> tuple[str, str | None, float | None]:
+        if engine is None:
+            error = self.load_errors.get(config.name)
+            return ("failed" if error else "not_loaded"), error, None
+        if engine.state is not EngineState.READY or not self._idle(config.name):
+            return engine.state.value, engine.error, None
+        keep = self._keep.get(config.name, self._keep_alive(config))
+        if keep == residency.FOREVER:
+            return "ready", None, None
+        idle_for = time.monotonic() - self._last_used.get(config.name, time.monotonic())
+        return "idle", None, round(max(keep - idle_for, 0.0), 1)
 
     def start_drain(self) -> None:
         self.draining = True
 
     def cut_remaining(self) -> None:
         """End every running and queued request with an error (drain window over)."""
-        for engine in self.engines.values():
+        for engine in list(self.engines.values()):
             engine.cancel_all("the server is shutting down")
 
     def dead_engines(self) -> list[str]:
-        """Engines that served and then failed, not those that failed to load: an engine
-        has a backend once its model is loaded."""
+        """In-process engines that served and then failed: the process should exit."""
         return [name for name, engine in self.engines.items() if engine.died_serving()]
-
-    def check_engines(self) -> None:
-        """The watchdog's beat: a runner that stops answering is replaced."""
-        for engine in self.engines.values():
-            engine.check()
 
     def not_ready_reason(self) -> str:
         if self.draining:
             return "the server is shutting down"
-        engines = self.engines.items()
+        engines = list(self.engines.items())
         loading = [name for name, engine in engines if engine.state is EngineState.LOADING]
         problems = [f"loading: {', '.join(loading)}"] if loading else []
         problems += [f"{name}: {error}" for name, error in self.load_errors.items()]
@@ -192,15 +364,21 @@ class ModelHub:
         return "; ".join(problems) or "no model is loaded"
 
     def ready(self) -> bool:
+        """Every preloaded model is ready and no model has failed."""
+        preloaded = [self.engines.get(c.name) for c in self._preload]
         return (
             not self.draining
             and not self.load_errors
-            and bool(self.engines)
-            and all(e.state is EngineState.READY for e in self.engines.values())
+            and all(e is not None and e.state is EngineState.READY for e in preloaded)
+            and all(e.state is not EngineState.FAILED for e in self.engines.values())
         )
 
     def stop(self) -> None:
         """Stop every engine. One still loading is not waited for: it stops when its
         load ends, and a served process leaves without waiting for its thread."""
-        for engine in self.engines.values():
+        for engine in list(self.engines.values()):
             engine.stop(timeout=0 if engine.state is EngineState.LOADING else 30)
+
+
+def _seconds(value: float) -> float | None:
+    return None if value == residency.FOREVER else value

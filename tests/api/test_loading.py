@@ -1,9 +1,12 @@
-"""An app that loads its models in the background answers at once: liveness 200,
-readiness and the loading model's requests 503 with Retry-After, until the load ends."""
+"""An app that loads its models in the background answers at once: liveness 200 and
+readiness 503 with Retry-After until the load ends, while a request for the loading
+model waits for that load and is then served."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
+import time
 from pathlib import Path
 
 from starlette.testclient import TestClient
@@ -48,11 +51,15 @@ def test_the_app_answers_while_its_models_load(tmp_path: Path) -> None:
             ready = client.get("/health/ready")
             assert ready.status_code == 503 and ready.headers["Retry-After"]
             assert "loading: alpha, gamma" in ready.json()["error"]["message"]
-            refused = client.post("/v1/chat/completions", json=CHAT)
-            assert refused.status_code == 503 and refused.headers["Retry-After"]
-            assert refused.json()["error"]["code"] == "model_unavailable"
-            models = {m["id"]: m["state"] for m in client.get("/v1/models").json()["data"]}
-            assert models["alpha"] == "loading"
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                waiting = pool.submit(client.post, "/v1/chat/completions", json=CHAT)
+                models = {m["id"]: m["state"] for m in client.get("/v1/models").json()["data"]}
+                assert models["alpha"] == "loading"
+                time.sleep(0.3)
+                assert not waiting.done()  # it waits for the load, not a 503
+                plugin.release.set()
+                assert waiting.result(timeout=30).status_code == 200
+            assert len(plugin.loaded) == 1  # alpha, once (gamma has no file)
         finally:
             plugin.release.set()
         hub.wait_loaded()

@@ -22,7 +22,7 @@ PING_SECONDS = 10.0  # while a long prompt prefills, so proxies and clients keep
 
 async def messages(request: Request) -> Response:
     body = await read_json(request)
-    engine, config = hub_of(request).engine_for(schemas.model_name(body))
+    engine, config = await hub_of(request).acquire(schemas.model_name(body))
     parsed = schemas.parse_messages(body, config.sampling, model=config.name)
     gen = parsed.generation
     stream, deadline = await start(request, engine, gen)
@@ -59,7 +59,7 @@ async def _events(relay: Relay, message: render.Message, prompt_tokens: int) -> 
 
 async def count_tokens(request: Request) -> Response:
     body = await read_json(request)
-    engine, _ = hub_of(request).engine_for(schemas.model_name(body))
+    engine, _ = await hub_of(request).acquire(schemas.model_name(body))
     conversation, tools = schemas.parse_count(body)
     tokens = await asyncio.wrap_future(engine.invoke("chat_prompt", conversation, tools))
     return JSONResponse({"input_tokens": len(tokens)})

@@ -35,7 +35,7 @@ async def _answer(
 ) -> Response:
     body = await read_json(request)
     hub = hub_of(request)
-    engine, config = hub.engine_for(find(hub.models, schemas.model_name(body)).name)
+    engine, config = await hub.acquire(find(hub.models, schemas.model_name(body)).name)
     parsed = parse(body, config.sampling, model=config.name)
     gen = parsed.generation
     if gen is None:

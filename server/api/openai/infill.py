@@ -109,7 +109,7 @@ async def infill(request: Request) -> Response:
     body = await read_json(request)
     hub = hub_of(request)
     model, completion, fim = parse_infill(body, hub.models.default)
-    engine, config = hub.engine_for(model)
+    engine, config = await hub.acquire(model)
     parsed = schemas.parse_completion(completion, config.sampling, model=config.name)
     gen = dataclasses.replace(parsed.generation, prompt=None, fim=fim, priority=INTERACTIVE)
     stream, deadline = await start(request, engine, gen)

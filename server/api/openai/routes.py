@@ -25,7 +25,7 @@ from server.engine.toolcalls import ToolCallStream
 
 async def chat_completions(request: Request) -> Response:
     body = await read_json(request)
-    engine, config = hub_of(request).engine_for(schemas.model_name(body))
+    engine, config = await hub_of(request).acquire(schemas.model_name(body))
     parsed = schemas.parse_chat(
         body, config.sampling, model=config.name, vocab_size=engine.vocab_size
     )
@@ -34,7 +34,7 @@ async def chat_completions(request: Request) -> Response:
 
 async def completions(request: Request) -> Response:
     body = await read_json(request)
-    engine, config = hub_of(request).engine_for(schemas.model_name(body))
+    engine, config = await hub_of(request).acquire(schemas.model_name(body))
     parsed = schemas.parse_completion(body, config.sampling, model=config.name)
     return await _generate(request, engine, parsed, chat=False)
 
@@ -76,7 +76,7 @@ async def _sse(relay: Relay, shape: Shape, include_usage: bool) -> AsyncGenerato
 async def tokenize(request: Request) -> Response:
     """llama-server's shape: {"model", "content", "add_special"} -> {"tokens": [...]}."""
     body = await read_json(request)
-    engine, _ = hub_of(request).engine_for(schemas.model_name(body))
+    engine, _ = await hub_of(request).acquire(schemas.model_name(body))
     content, add_special = schemas.parse_tokenize(body)
     tokens = await asyncio.wrap_future(engine.invoke("tokenize", content, add_special=add_special))
     return JSONResponse({"tokens": tokens, "count": len(tokens)})
@@ -84,7 +84,7 @@ async def tokenize(request: Request) -> Response:
 
 async def detokenize(request: Request) -> Response:
     body = await read_json(request)
-    engine, _ = hub_of(request).engine_for(schemas.model_name(body))
+    engine, _ = await hub_of(request).acquire(schemas.model_name(body))
     tokens = schemas.parse_detokenize(body, engine.vocab_size)
     text = await asyncio.wrap_future(engine.invoke("detokenize", tokens))
     return JSONResponse({"content": text})

@@ -28,7 +28,7 @@ def store_of(request: Request) -> ResponseStore:
 
 async def create(request: Request) -> Response:
     body = await read_json(request)
-    engine, config = hub_of(request).engine_for(schemas.model_name(body))
+    engine, config = await hub_of(request).acquire(schemas.model_name(body))
     previous = schemas.previous_id(body)
     history = (
         store_of(request).get(previous, "previous_response_id").conversation if previous else ()
