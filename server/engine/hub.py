@@ -219,6 +219,11 @@ class ModelHub:
             )
         return engine, config
 
+    def is_loaded(self, name: str) -> bool:
+        config = self.models.resolve(name)
+        engine = self.engines.get(config.name) if config else None
+        return engine is not None and engine.state is EngineState.READY
+
     async def acquire(self, name: str) -> tuple[ModelEngine, ModelConfig]:
         """The engine serving ``name``, loading the model first when it is not loaded;
         a request that finds it loading waits for that load."""

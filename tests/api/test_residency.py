@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from backends.base import Backend, LoadRequest
 from backends.hardware import detect
 from backends.registry import PluginInfo
+from server.api import loading
 from server.api.app import create_app
 from server.config import FOREVER, load_models_file, parse_duration
 from server.engine import hub as hub_module
@@ -183,3 +185,50 @@ def test_an_idle_model_shows_when_it_will_be_unloaded(tmp_path: Path) -> None:
         preloaded = next(m for m in client.get("/v1/models").json()["data"] if m["id"] == "a")
         assert preloaded["state"] == "ready" and preloaded["keep_alive_seconds"] is None
     assert isinstance(plugin.loaded[0], FakeBackend)
+
+
+class SlowPlugin(FakePlugin):
+    """Takes a while to load model b; a file named missing fails to load."""
+
+    def load(self, request: LoadRequest) -> Backend:
+        if request.name == "b":
+            time.sleep(0.4)
+        return super().load(request)
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "ping", "end"),
+    [
+        ("/v1/chat/completions", chat("b", "streamed"), ": loading the model", "data: [DONE]"),
+        (
+            "/v1/messages",
+            {**chat("b", "streamed"), "max_tokens": 20},
+            "event: ping",
+            "event: message_stop",
+        ),
+        (
+            "/v1/responses",
+            {"model": "b", "input": "streamed"},
+            ": loading the model",
+            "event: response.completed",
+        ),
+    ],
+)
+def test_a_stream_for_a_loading_model_keeps_alive_then_streams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str, body: dict[str, object],
+    ping: str, end: str,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(loading, "KEEP_ALIVE_SECONDS", 0.05)
+    (tmp_path / "models.toml").write_text(
+        MODELS + '[models.gone]\nbackend = "fake"\npath = "missing.fake"\n'
+    )
+    hub = ModelHub(
+        load_models_file(tmp_path / "models.toml", tmp_path), ["a"], hardware=detect(),
+        metrics=Metrics(), max_waiting=4, plugins={"fake": PluginInfo("fake", SlowPlugin(), None)},
+    )  # fmt: skip
+    with TestClient(create_app(hub), base_url=BASE_URL) as client:
+        text = client.post(route, json={**body, "stream": True}).text
+        assert text.startswith(ping)  # sent while b loaded
+        assert text.count(ping) >= 2 and end in text
+        failed = client.post(route, json={**body, "model": "gone", "stream": True}).text
+        assert "cannot open model file" in failed  # the load's failure, as an error event

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -13,7 +14,10 @@ from starlette.routing import Route
 
 from server.api.anthropic import render, schemas
 from server.api.body import hub_of, read_json
+from server.api.loading import is_streamed, when_loaded
 from server.api.relay import Relay, start
+from server.config import ModelConfig
+from server.engine.handle import ModelEngine
 from server.engine.requests import Failed, Finished, TextDelta, ToolCallDelta
 from server.engine.toolcalls import ToolCallStream
 
@@ -22,7 +26,19 @@ PING_SECONDS = 10.0  # while a long prompt prefills, so proxies and clients keep
 
 async def messages(request: Request) -> Response:
     body = await read_json(request)
-    engine, config = await hub_of(request).acquire(schemas.model_name(body))
+
+    async def handle(engine: ModelEngine, config: ModelConfig) -> Response:
+        return await _messages(request, body, engine, config)
+
+    return await when_loaded(
+        request, schemas.model_name(body), is_streamed(body), handle,
+        keep_alive=render.event("ping", {}), error_event=render.error_event,
+    )  # fmt: skip
+
+
+async def _messages(request: Request, body: Any, engine: ModelEngine, config: ModelConfig) -> (
+    Response
+):  # fmt: skip
     parsed = schemas.parse_messages(body, config.sampling, model=config.name)
     gen = parsed.generation
     stream, deadline = await start(request, engine, gen)

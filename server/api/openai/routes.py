@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server.api.body import hub_of, read_json
+from server.api.loading import Handler, is_streamed, when_loaded
 from server.api.openai import schemas
 from server.api.openai.render import DONE, Shape, sse_error
 from server.api.relay import Relay, start
+from server.config import ModelConfig
 from server.engine.handle import ModelEngine
 from server.engine.requests import (
     Failed,
@@ -25,18 +28,31 @@ from server.engine.toolcalls import ToolCallStream
 
 async def chat_completions(request: Request) -> Response:
     body = await read_json(request)
-    engine, config = await hub_of(request).acquire(schemas.model_name(body))
-    parsed = schemas.parse_chat(
-        body, config.sampling, model=config.name, vocab_size=engine.vocab_size
-    )
-    return await _generate(request, engine, parsed, chat=True)
+
+    async def handle(engine: ModelEngine, config: ModelConfig) -> Response:
+        parsed = schemas.parse_chat(
+            body, config.sampling, model=config.name, vocab_size=engine.vocab_size
+        )
+        return await _generate(request, engine, parsed, chat=True)
+
+    return await _when_loaded(request, body, handle)
 
 
 async def completions(request: Request) -> Response:
     body = await read_json(request)
-    engine, config = await hub_of(request).acquire(schemas.model_name(body))
-    parsed = schemas.parse_completion(body, config.sampling, model=config.name)
-    return await _generate(request, engine, parsed, chat=False)
+
+    async def handle(engine: ModelEngine, config: ModelConfig) -> Response:
+        parsed = schemas.parse_completion(body, config.sampling, model=config.name)
+        return await _generate(request, engine, parsed, chat=False)
+
+    return await _when_loaded(request, body, handle)
+
+
+async def _when_loaded(request: Request, body: Any, handle: Handler) -> Response:
+    return await when_loaded(
+        request, schemas.model_name(body), is_streamed(body), handle,
+        keep_alive=b": loading the model\n\n", error_event=sse_error,
+    )  # fmt: skip
 
 
 async def _generate(

@@ -92,6 +92,14 @@ class Response:
         return f"event: {name}\ndata: {data}\n\n".encode()
 
 
+def error_event(error: HearthError) -> bytes:
+    """An ``error`` event: a failure before the response object existed (the model's
+    load failed, the request did not suit it)."""
+    data = {"type": "error", "code": error.code or error.type, "message": error.message,
+            "param": error.param, "sequence_number": 0}  # fmt: skip
+    return f"event: error\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
 def _error(error: HearthError | None) -> dict[str, str] | None:
     if error is None:
         return None

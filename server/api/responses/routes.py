@@ -11,9 +11,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server.api.body import hub_of, read_json
+from server.api.loading import is_streamed, when_loaded
 from server.api.relay import Relay, start
 from server.api.responses import render, schemas
 from server.api.responses.store import ResponseStore, Stored
+from server.config import ModelConfig
+from server.engine.handle import ModelEngine
 from server.engine.requests import Failed, Finished, TextDelta, ToolCallDelta
 from server.engine.toolcalls import ToolCallStream
 
@@ -28,7 +31,19 @@ def store_of(request: Request) -> ResponseStore:
 
 async def create(request: Request) -> Response:
     body = await read_json(request)
-    engine, config = await hub_of(request).acquire(schemas.model_name(body))
+
+    async def handle(engine: ModelEngine, config: ModelConfig) -> Response:
+        return await _create(request, body, engine, config)
+
+    return await when_loaded(
+        request, schemas.model_name(body), is_streamed(body), handle,
+        keep_alive=b": loading the model\n\n", error_event=render.error_event,
+    )  # fmt: skip
+
+
+async def _create(request: Request, body: Any, engine: ModelEngine, config: ModelConfig) -> (
+    Response
+):  # fmt: skip
     previous = schemas.previous_id(body)
     history = (
         store_of(request).get(previous, "previous_response_id").conversation if previous else ()
