@@ -143,6 +143,32 @@ def test_an_empty_request_only_loads_the_model(client: TestClient) -> None:
     assert client.post(GENERATE, json={"model": "gamma"}).status_code == 503  # failed to load
 
 
+def test_keep_alive_zero_without_a_prompt_unloads_and_the_next_request_loads(
+    client: TestClient, hub: ModelHub
+) -> None:
+    r = client.post(GENERATE, json={"model": "alpha", "keep_alive": 0})
+    assert r.json()["done_reason"] == "unload" and not hub.is_loaded("alpha")
+    back = client.post(CHAT, json=chat(stream=False)).json()  # loads it on demand
+    assert back["message"]["content"] == "Hello there" and hub.is_loaded("alpha")
+    assert back["load_duration"] > 0
+    assert back["total_duration"] >= back["load_duration"] + back["prompt_eval_duration"]
+
+
+def test_a_requests_keep_alive_reaches_the_models_residency(client: TestClient) -> None:
+    def alpha() -> dict[str, Any]:
+        models = client.get("/v1/models").json()["data"]
+        entry: dict[str, Any] = next(m for m in models if m["id"] == "alpha")
+        return entry
+
+    assert alpha()["state"] == "ready"  # preloaded: stays
+    assert client.post(CHAT, json=chat(stream=False, keep_alive="1m")).status_code == 200
+    assert alpha()["state"] == "idle" and 0 < alpha()["unload_in_seconds"] <= 60
+    ps = {m["model"]: m["expires_at"] for m in client.get("/api/ps").json()["models"]}
+    assert ps["alpha:latest"] < "2300" < ps["beta:latest"]  # beta is kept for good
+    client.post(GENERATE, json={"model": "alpha", "keep_alive": "2m"})  # a load request
+    assert 60 < alpha()["unload_in_seconds"] <= 120
+
+
 def test_a_tool_call_in_ollamas_shape(client: TestClient) -> None:
     body = client.post(CHAT, json=chat(CALL, tools=TOOLS, stream=False)).json()
     assert body["done_reason"] == "stop"  # Ollama has no reason of its own for tool calls

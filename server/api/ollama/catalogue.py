@@ -37,8 +37,8 @@ FILE_TYPES = {
     11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
     17: "Q5_K_M", 18: "Q6_K", 30: "IQ4_XS", 32: "BF16",
 }  # fmt: skip
-# A model stays loaded for the server's life: Ollama's keep_alive -1, which it shows as
-# an expiry this far away.
+# A model kept loaded for good: Ollama's keep_alive -1, which it shows as an expiry this
+# far away.
 FOREVER = timedelta(seconds=(2**63 - 1) / 1e9)
 
 
@@ -63,8 +63,8 @@ async def tags(request: Request) -> Response:
 
 async def ps(request: Request) -> Response:
     hub = hub_of(request)
+    states = {m["id"]: m for m in hub.describe()}
     models = []
-    expires = (datetime.now(UTC) + FOREVER).isoformat().replace("+00:00", "Z")
     for config in hub.models.models.values():
         caps = hub.engines[config.name].capabilities if _loaded(hub, config) else None
         if caps is None:
@@ -72,9 +72,19 @@ async def ps(request: Request) -> Response:
         entry = await _entry(hub, config)
         layers = caps.details.get("gpu_layers") if caps.gpu_offload else 0
         vram = _size_vram(entry["size"], layers, await asyncio.to_thread(_facts, config.path))
-        models.append({**entry, "expires_at": expires, "size_vram": vram,
+        models.append({**entry, "expires_at": _expires(states[config.name]), "size_vram": vram,
                        "context_length": caps.context_length})  # fmt: skip
     return JSONResponse({"models": models})
+
+
+def _expires(state: dict[str, Any]) -> str:
+    """When an idle model unloads; one serving requests, its keep_alive from now; one
+    kept for good, as Ollama shows keep_alive -1: about 292 years away."""
+    seconds = state["unload_in_seconds"]
+    if seconds is None:
+        seconds = state["keep_alive_seconds"]
+    after = FOREVER if seconds is None else timedelta(seconds=seconds)
+    return (datetime.now(UTC) + after).isoformat().replace("+00:00", "Z")
 
 
 async def show(request: Request) -> Response:

@@ -3,9 +3,9 @@ reply, and the ``{"error": "..."}`` body of every error on ``/api/*``.
 
 The last line (or the whole reply) carries ``done_reason`` and Ollama's counts and
 durations in nanoseconds: ``prompt_eval_count`` is the whole prompt, cached prefix
-included; ``prompt_eval_duration`` runs from arrival to the first output (queueing and
-prefill), ``eval_duration`` from there to the end; ``load_duration`` is 0, as models are
-loaded before they serve.
+included; ``load_duration`` is the wait for the model to load (0 when it was loaded);
+``prompt_eval_duration`` runs from then to the first output (queueing and prefill),
+``eval_duration`` from there to the end.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ class Reply:
 
     model: str  # as the client named it
     chat: bool
-    arrival: float  # time.monotonic()
+    began: float  # time.monotonic() when the request came
+    loaded: float  # when its model was loaded and it could be submitted
 
     def head(self) -> dict[str, Any]:
         return {"model": self.model, "created_at": now()}
@@ -93,17 +94,17 @@ class Reply:
             **self.piece(text, calls),
             "done": True,
             "done_reason": done_reason(finished),
-            "total_duration": _ns(end - self.arrival),
-            "load_duration": 0,
+            "total_duration": _ns(end - self.began),
+            "load_duration": _ns(self.loaded - self.began),
             "prompt_eval_count": usage.prompt_tokens,
-            "prompt_eval_duration": _ns(first - self.arrival),
+            "prompt_eval_duration": _ns(first - self.loaded),
             "eval_count": usage.completion_tokens,
             "eval_duration": _ns(end - first),
         }
 
-    def loaded(self) -> dict[str, Any]:
-        """The answer to a request that only loads the model."""
-        return {**self.piece(""), "done": True, "done_reason": "load"}
+    def done_only(self, reason: str) -> dict[str, Any]:
+        """The answer to a request that only loads or unloads the model."""
+        return {**self.piece(""), "done": True, "done_reason": reason}
 
 
 def _ns(seconds: float) -> int:

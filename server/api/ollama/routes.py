@@ -5,7 +5,10 @@ by path in server.api.dialects)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import replace
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -15,6 +18,7 @@ from server.api.body import hub_of, read_json
 from server.api.ollama import render, schemas
 from server.api.ollama.catalogue import find
 from server.api.relay import Relay, start
+from server.engine.hub import ModelHub
 from server.engine.requests import Failed, Finished, TextDelta, ToolCallDelta
 from server.engine.toolcalls import ToolCallStream
 
@@ -33,24 +37,47 @@ async def generate(request: Request) -> Response:
 async def _answer(
     request: Request, parse: Callable[..., schemas.Parsed], *, chat: bool
 ) -> Response:
+    """Parsed before the model is acquired: a bad request never loads a model. A model
+    not loaded yet loads first (the response waits: Ollama's NDJSON has no keep-alive
+    line), and that wait is the answer's load_duration."""
+    began = time.monotonic()
     body = await read_json(request)
     hub = hub_of(request)
-    engine, config = await hub.acquire(find(hub.models, schemas.model_name(body)).name)
+    config = find(hub.models, schemas.model_name(body))
     parsed = parse(body, config.sampling, model=config.name)
-    gen = parsed.generation
-    if gen is None:
-        return JSONResponse(render.Reply(parsed.model, chat, 0.0).loaded())
+    if parsed.generation is None:
+        return JSONResponse(await _load_only(hub, config.name, parsed, chat))
+    engine, _ = await hub.acquire(config.name)
+    loaded = time.monotonic()
+    gen = replace(parsed.generation, arrival=loaded)  # its timeouts start once it can run
     stream, deadline = await start(request, engine, gen)
     if gen.tools:
         stream = ToolCallStream(
             stream, gen.tools, hub.metrics, gen.model, parallel=gen.parallel_tool_calls
         )
-    reply = render.Reply(parsed.model, chat, gen.arrival)
+    reply = render.Reply(parsed.model, chat, began, loaded)
     relay = Relay(request, engine, stream, deadline, gen, streamed=parsed.stream)
     if parsed.stream:
         return relay.stream(_lines(relay, reply), render.MEDIA_TYPE)
     answer = await relay.collect()
     return JSONResponse(reply.last(answer.finished, relay.first_output, answer.text, answer.calls))
+
+
+async def _load_only(
+    hub: ModelHub, name: str, parsed: schemas.Parsed, chat: bool
+) -> dict[str, Any]:
+    """Ollama's load request (no prompt, no messages), or with keep_alive 0 its unload
+    request: the model unloads now unless it serves requests (then 503)."""
+    now = time.monotonic()
+    reply = render.Reply(parsed.model, chat, now, now)
+    if parsed.keep_alive == 0:
+        hub.unload(name)
+        return reply.done_only("unload")
+    await hub.acquire(name)
+    if parsed.keep_alive is not None:  # how long it stays once idle, from now
+        hub.hold(name)
+        hub.release(name, parsed.keep_alive)
+    return reply.done_only("load")
 
 
 async def _lines(relay: Relay, reply: render.Reply) -> AsyncGenerator[bytes, None]:

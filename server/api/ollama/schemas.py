@@ -36,6 +36,7 @@ class Parsed:
     generation: GenerationRequest | None  # None: load the model, generate nothing
     stream: bool
     model: str  # the name the client asked for, echoed back
+    keep_alive: float | None  # seconds the model stays once idle; None: its own rule
 
 
 def model_name(body: Any) -> str:
@@ -101,12 +102,12 @@ def _fields(body: Any, allowed: set[str]) -> dict[str, Any]:
             raise UnsupportedParameter(f"unknown field {name!r}", param=name)
     o.check_refused(fields)
     o.check_think(fields.get("think"), str(fields.get("model")))
-    o.parse_keep_alive(fields.get("keep_alive"))
     return fields
 
 
 def _parsed(fields: dict[str, Any], gen: GenerationRequest | None) -> Parsed:
-    return Parsed(gen, _stream(fields), str(fields["model"]))
+    keep_alive = o.parse_keep_alive(fields.get("keep_alive"))
+    return Parsed(gen, _stream(fields), str(fields["model"]), keep_alive)
 
 
 def _stream(fields: dict[str, Any]) -> bool:
