@@ -252,6 +252,17 @@ class LoadRequest:
     kv_cache_type: str = "f16"  # "f16", "q8_0" or "q4_0"
     main_gpu: int = 0
     weight_repack: bool | None = None  # llama.cpp extra CPU buffer types; None: auto
+    prompt_cache: PromptCache | None = None  # saved prompt state beyond the live KV
+
+
+@dataclass(frozen=True, slots=True)
+class PromptCache:
+    """Where and how much prompt state a backend may save (backends.prompt_store)."""
+
+    directory: Path | None  # the disk tier's folder; None: RAM only
+    ram_bytes: int
+    disk_bytes: int
+    identity: str  # the model file's identity (sha256, size, mtime): part of the key
 
 
 class BackendPlugin(Protocol):

@@ -5,12 +5,12 @@
 
 Each server in turn (the GGUF, context, threads and slots of bench/compare.py) serves
 the agent headless with its default system prompt and tools: a first turn in a new
-session, then a second turn resuming it. For Claude Code the time to first token is
-its own ``ttft_ms``; Codex reports none, so its figure is the whole turn's wall time,
-which a one-word answer leaves to the prompt's prefill. Also reported: the prompt
-tokens read from cache (Claude Code's ``cache_read_input_tokens``; for Codex, hearth's
-request log), and the ratios. Needs the agents in the cache (scripts/test installs
-them) and llama-server (bench/build_llama_server.sh).
+session, then a second turn resuming it. Claude Code's time to first token is when it
+prints the first text it received; Codex shows none, so its figure is the whole turn's
+wall time, which a short answer leaves mostly to the prompt's prefill. Also reported:
+the prompt tokens read from cache (Claude Code's ``cache_read_input_tokens``), and the
+ratios. Needs the agents in the cache (scripts/test installs them) and llama-server
+(bench/build_llama_server.sh).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ BIN = CACHE / "clients" / "node_modules" / ".bin"
 MODEL = CACHE / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 FIRST = "What is the capital of France? Answer in one word. Do not use any tool."
 SECOND = "And of Germany? One word, no tools."
-MAX_OUTPUT = 64  # the answer's length does not matter here; its first token does
+MAX_OUTPUT = 512  # the answer's length does not matter here; its first token does
+IDLE_MS = 1_800_000
 
 
 def _run(command: list[str], home: Path, env: dict[str, str]) -> tuple[str, float]:
@@ -44,18 +45,33 @@ def _run(command: list[str], home: Path, env: dict[str, str]) -> tuple[str, floa
 
 
 def claude(base: str, home: Path, prompt: str, session: str | None) -> dict[str, Any]:
-    env = {"CLAUDE_CONFIG_DIR": str(home / ".claude"), "ANTHROPIC_BASE_URL": base,
+    """One turn; its time to first token is when Claude Code prints the first text delta
+    it received (``--include-partial-messages``), counted from its start."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(home),
+           "CLAUDE_CONFIG_DIR": str(home / ".claude"), "ANTHROPIC_BASE_URL": base,
            "ANTHROPIC_API_KEY": "unused", "ANTHROPIC_MODEL": "bench",
            "ANTHROPIC_SMALL_FAST_MODEL": "bench", "DISABLE_AUTOUPDATER": "1",
            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-           "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(MAX_OUTPUT)}  # fmt: skip
+           "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(MAX_OUTPUT),
+           # Claude Code gives up on a stream silent for 300 s and sends it again:
+           # llama-server sends nothing while it prefills a 19,000-token prompt on 2 cores.
+           "CLAUDE_STREAM_IDLE_TIMEOUT_MS": str(IDLE_MS)}  # fmt: skip
     resume = ["--resume", session] if session else []
     command = [str(BIN / "claude"), "-p", "--output-format", "stream-json", "--verbose",
-               "--max-turns", "1", *resume, prompt]  # fmt: skip
-    out, _ = _run(command, home, env)
-    result = [json.loads(x) for x in out.splitlines() if x.startswith('{"type":"result"')][-1]
+               "--include-partial-messages", "--max-turns", "1", *resume, prompt]  # fmt: skip
+    start, first, result = time.monotonic(), None, None
+    with subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE, text=True,
+                          stderr=subprocess.DEVNULL) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if first is None and '"text_delta"' in line:
+                first = time.monotonic() - start
+            if line.startswith('{"type":"result"'):
+                result = json.loads(line)
+    if result is None or first is None:
+        raise RuntimeError(f"claude gave no answer (exit {proc.returncode})")
     usage = result["usage"]
-    return {"session": result["session_id"], "seconds": result["ttft_ms"] / 1000,
+    return {"session": result["session_id"], "seconds": first,
             "prompt": usage["input_tokens"] + usage["cache_read_input_tokens"],
             "cached": usage["cache_read_input_tokens"]}  # fmt: skip
 

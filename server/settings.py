@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     # How long an idle model loaded on demand stays ("5m", 0, -1 for ever), unless
     # models.toml gives it a keep_alive; models loaded at start stay.
     keep_alive: str = "5m"
+    # Prompt state saved beyond the live KV cache, found again by content: a RAM tier and
+    # a disk tier (docs/prompt-cache.md); "0" turns a tier off. The folder defaults to
+    # prompt-cache beside the model cache (~/.cache/hearth/prompt-cache on Linux).
+    prompt_cache_ram: str = "1GiB"
+    prompt_cache_disk: str = "8GiB"
+    prompt_cache_dir: Path | None = None
     # Backend plugins besides the installed ones: name=module:Class, comma-separated.
     plugins: CommaList = ()
     # A runner whose engine has not answered a ping this long (a step that hangs) is

@@ -37,16 +37,18 @@ from backends.base import (
     Work,
 )
 from backends.fim import FimTokens, fim_prompt
-from backends.llamacpp import cpu
+from backends.llamacpp import cpu, state
 from backends.llamacpp import gpu as llamacpp_gpu
 from backends.llamacpp.sampler import Grammars, Sampler
 from backends.options import PrefixOptions, prefix_options
+from backends.prompt_store import BLOCK, PromptStore, model_key
 from backends.templates import ChatTemplate
 from backends.text import Utf8Stream
 from backends.tokens import common_prefix
 
 GGUF_MAGIC = b"GGUF"
 MIN_REUSE = 16  # shared tokens below which a prefix is not worth reusing
+MIN_SAVE = 2 * BLOCK  # tokens a finished sequence needs to be saved beyond the live KV
 
 
 @dataclass(slots=True)
@@ -151,6 +153,7 @@ class LlamaCppBackend:
         self._mem = ll.llama_get_memory(self._ctx)
         self._batch = native.Batch(self._batch_capacity(request))
         self._seqs: dict[int, _Seq] = {}
+        self._store = _prompt_store(request, ll) if not self._recurrent else None
         try:
             self._template = self._chat_template(request)
         except TemplateError as exc:
@@ -290,6 +293,7 @@ class LlamaCppBackend:
             keep = self._truncate(slot, 0)
         else:
             keep = self._share(slot, prompt, self._truncate(slot, keep))
+            keep = self._restore(slot, prompt, keep)
         slot.busy = True
         self._seqs[seq_id] = _Seq(slot, list(prompt[keep:]), sampler, Utf8Stream())
         self._trim_idle()
@@ -413,11 +417,40 @@ class LlamaCppBackend:
             self._clear(slot)
         return bool(idle)
 
-    def _drop(self, seq_id: int) -> None:
+    def _restore(self, slot: _Slot, prompt: Sequence[int], keep: int) -> int:
+        """Start ``slot`` from saved state (RAM or disk) where that gives at least a
+        block more of ``prompt`` than the live KV did."""
+        if self._store is None:
+            return keep
+        hit = self._store.longest(prompt, more_than=keep + BLOCK)
+        data = self._store.read(hit) if hit is not None else None
+        if hit is None or data is None:
+            return keep
+        self._clear(slot)
+        if not state.write(self._ll, self._ctx, slot.id, data):
+            self._clear(slot)
+            return 0
+        slot.tokens.extend(hit.entry.tokens)
+        return self._truncate(slot, hit.tokens)
+
+    def _save(self, slot: _Slot) -> None:
+        """Keep a finished sequence's state for later prompts (and later processes)."""
+        if self._store is None or len(slot.tokens) < MIN_SAVE or self._store.covers(slot.tokens):
+            return
+        data = state.read(self._ll, self._ctx, slot.id)
+        if data is not None:
+            self._store.save(list(slot.tokens), data)
+
+    def prompt_cache_stats(self) -> dict[str, int]:
+        return self._store.stats() if self._store is not None else {}
+
+    def _drop(self, seq_id: int, *, save: bool = False) -> None:
         seq = self._seqs.pop(seq_id, None)
         if seq is None:
             return
         seq.sampler.free()
+        if save:  # a sequence that ended well, not one whose step failed
+            self._save(seq.slot)
         seq.slot.busy = False
         if not self._prefix_cache:
             self._clear(seq.slot)
@@ -427,7 +460,7 @@ class LlamaCppBackend:
         slot.tokens.clear()
 
     def release(self, seq_id: int) -> None:
-        self._drop(seq_id)
+        self._drop(seq_id, save=True)
 
     def kv_cache_used(self) -> int:
         # Cells shared by several slots count once per slot: an upper bound.
@@ -442,6 +475,14 @@ class LlamaCppBackend:
             self._ll.llama_free(self._ctx)
             self._ll.llama_model_free(self._model)
             self._ctx = None
+
+
+def _prompt_store(request: LoadRequest, ll: Any) -> PromptStore | None:
+    spec = request.prompt_cache
+    if spec is None or not (spec.ram_bytes or spec.disk_bytes):
+        return None
+    key = model_key("llama.cpp", ll.__version__, spec.identity, request.kv_cache_type, BLOCK)
+    return PromptStore(key, spec.directory, ram_bytes=spec.ram_bytes, disk_bytes=spec.disk_bytes)
 
 
 def _cache_slots(request: LoadRequest, options: PrefixOptions, limit: int) -> int:

@@ -108,6 +108,26 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+def prompt_cache(settings: Settings) -> tuple[Path | None, int, int]:
+    """The prompt cache's folder and its RAM and disk bounds, from the settings."""
+    from server.cli.pull import default_cache_dir
+
+    folder = settings.prompt_cache_dir or (
+        (settings.cache_dir or default_cache_dir()).parent / "prompt-cache"
+    )
+    return folder, _bytes(settings.prompt_cache_ram), _bytes(settings.prompt_cache_disk)
+
+
+def _bytes(text: str) -> int:
+    """A size setting; "0" is nothing (a tier turned off)."""
+    if text.strip() == "0":
+        return 0
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise ConfigError(f"prompt cache size: {exc}") from exc
+
+
 def models_file(settings: Settings) -> ModelsFile:
     from server.cli.pull import default_cache_dir
 
@@ -163,6 +183,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         plugins=registry.discover(settings.plugins),
         memory_budget=parse_size(settings.memory_budget) if settings.memory_budget else None,
         keep_alive=parse_duration(settings.keep_alive),
+        prompt_cache=prompt_cache(settings),
     )  # fmt: skip
     app = create_app(hub, settings, load_in_background=True)
     # h11, not httptools: h11 bounds the bytes it buffers for an incomplete head (400

@@ -20,10 +20,11 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from backends import registry
-from backends.base import LoadRequest
+from backends.base import LoadRequest, PromptCache
 from backends.hardware import Hardware
 from server.config import ModelConfig, ModelsFile
 from server.engine import residency
@@ -52,6 +53,7 @@ class ModelHub:
         hang_seconds: float = 120.0,
         memory_budget: int | None = None,
         keep_alive: float = 300.0,
+        prompt_cache: tuple[Path | None, int, int] | None = None,
     ) -> None:
         """``isolation``: ``"process"`` runs each model's engine in a runner process of
         its own (``hearth serve``), ``"thread"`` on a thread of this one.
@@ -69,6 +71,7 @@ class ModelHub:
         self._hang_seconds = hang_seconds
         self.budget = memory_budget or max(hardware.memory_bytes - 2 * 2**30, 2**30)
         self._default_keep_alive = keep_alive
+        self._prompt_cache = prompt_cache  # folder, RAM bytes, disk bytes
         self.load_errors: dict[str, str] = {}
         self.backend_names: dict[str, str] = {}
         self.draining = False
@@ -196,7 +199,19 @@ class ModelHub:
             kv_cache_type=config.kv_cache_type,
             main_gpu=config.main_gpu,
             weight_repack=config.weight_repack,
+            prompt_cache=self._prompt_cache_for(config),
         )
+
+    def _prompt_cache_for(self, config: ModelConfig) -> PromptCache | None:
+        if self._prompt_cache is None:
+            return None
+        folder, ram, disk = self._prompt_cache
+        try:
+            info = config.path.stat()
+            identity = f"{config.sha256}:{info.st_size}:{info.st_mtime_ns}"
+        except OSError:
+            return None
+        return PromptCache(folder, ram, disk, identity)
 
     # -- serving ---------------------------------------------------------------------
 

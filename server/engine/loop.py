@@ -401,3 +401,7 @@ class Engine:
         m.set("hearth_requests_waiting", len(scheduler.waiting), model=name)
         m.set("hearth_kv_cache_used_tokens", backend.kv_cache_used(), model=name)
         m.set("hearth_kv_cache_reserved_tokens", scheduler.kv_reserved, model=name)
+        stats = getattr(backend, "prompt_cache_stats", None)
+        if stats is not None:
+            for key, value in stats().items():
+                m.set(f"hearth_prompt_cache_{key}", value, model=name)

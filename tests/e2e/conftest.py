@@ -99,9 +99,12 @@ def serve(
         command += ["--model", model]
     base = f"http://127.0.0.1:{port}"
     with log.open("wb") as sink:
+        # Each server its own prompt cache, unless the test shares one on purpose.
+        own = {"HEARTH_PROMPT_CACHE_DIR": str(log.parent / f"prompt-cache-{port}")}
         proc = subprocess.Popen(
-            command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
+            command, stdout=sink, stderr=subprocess.STDOUT,
+            env={**os.environ, **own, **(env or {})},
+        )  # fmt: skip
         if procs is not None:
             procs.append(proc)
         try:

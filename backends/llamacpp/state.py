@@ -1,0 +1,25 @@
+"""A llama.cpp sequence's KV state as bytes, for the prompt store
+(:mod:`backends.prompt_store`): copied out when a sequence ends, copied into a free
+slot when a later prompt starts with the same tokens."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+
+def read(ll: Any, ctx: Any, seq: int) -> bytes | None:
+    """The sequence's state (its KV cells and their positions); None when empty."""
+    size = ll.llama_state_seq_get_size(ctx, seq)
+    if not size:
+        return None
+    buf = (ctypes.c_uint8 * size)()
+    written = ll.llama_state_seq_get_data(ctx, buf, size, seq)
+    return bytes(memoryview(buf)[:written]) if written else None
+
+
+def write(ll: Any, ctx: Any, seq: int, state: bytes) -> bool:
+    """Restore ``state`` into the (empty) sequence; False when llama.cpp refuses it
+    (no room in the KV cache, a state from another layout)."""
+    buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+    return bool(ll.llama_state_seq_set_data(ctx, buf, len(state), seq))
