@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     ps_module.add_arguments(ps)
     ps.set_defaults(func=ps_module.run)
 
+    cache = sub.add_parser("cache", help="the prompt cache on disk: ls or clear")
+    from server.cli import cache as cache_module
+
+    cache_module.add_arguments(cache)
+    cache.set_defaults(func=cache_module.run)
+
     bench = sub.add_parser("bench", help="load-test an OpenAI-compatible server")
     from server.cli.bench import run as bench_module
 

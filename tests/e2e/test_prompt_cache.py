@@ -4,6 +4,8 @@ the restored state is still the model's greedy choice at every token."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 
 from server.cli.pull import default_cache_dir
 from server.config import load_models_file
-from tests.e2e.conftest import MODELS_FILE, serve
+from tests.e2e.conftest import HEARTH, MODELS_FILE, serve
 from tests.e2e.test_prefix_reuse import TOLERANCE, lines, worst_gap
 from tests.solo_llama import solo_llama
 
@@ -55,3 +57,9 @@ def test_a_restarted_server_starts_from_the_saved_prompt(tmp_path: Path) -> None
     text = str(reply["choices"][0]["text"])  # type: ignore[index]
     gap = worst_gap(scorer, prompt, text)
     assert gap < TOLERANCE, f"a token was {gap:.3f} logits below the solo argmax"
+    listed = subprocess.run([str(HEARTH), "cache", "ls"], env={**os.environ, **env},
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "saved prompt(s)" in listed and "MiB" in listed
+    subprocess.run([str(HEARTH), "cache", "clear"], env={**os.environ, **env}, check=True,
+                   capture_output=True)  # fmt: skip
+    assert not list(cache.glob("*/*.kv"))
