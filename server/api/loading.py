@@ -38,6 +38,7 @@ async def when_loaded(
 ) -> Response:
     """``handler(engine, config)`` for model ``name``, loading it first if needed."""
     hub = hub_of(request)
+    await hub.start_load(name)  # an unknown model or a refused load is an HTTP error
     if not streamed or hub.is_loaded(name):
         engine, config = await hub.acquire(name)
         return await handler(engine, config)
@@ -53,6 +54,8 @@ class _StreamAfterLoad(Response):
         error_event: Callable[[HearthError], bytes],
     ) -> None:
         super().__init__(media_type="text/event-stream", headers=SSE_HEADERS)
+        # The body is sent in parts of unknown total length: no Content-Length: 0.
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self._load = load
         self._handler = handler
         self._keep_alive = keep_alive

@@ -242,15 +242,22 @@ class ModelHub:
     async def acquire(self, name: str) -> tuple[ModelEngine, ModelConfig]:
         """The engine serving ``name``, loading the model first when it is not loaded;
         a request that finds it loading waits for that load."""
+        engine, config = await self.start_load(name)
+        while engine.state is EngineState.LOADING and self.engines.get(config.name) is engine:
+            await asyncio.sleep(LOAD_POLL_S)
+        return self.engine_for(name)
+
+    async def start_load(self, name: str) -> tuple[ModelEngine, ModelConfig]:
+        """Start loading ``name`` unless it is loaded or loading; return without waiting.
+        Raises what a load refuses at once (unknown model, no room, too many loads), so
+        a streamed response starts only for a load under way."""
         config = self.models.resolve(name)
         if config is None:
             raise ModelNotFound(f"The model '{name}' does not exist", param="model")
         engine = self.engines.get(config.name)
         if engine is None or engine.state is EngineState.STOPPED:
             engine = await asyncio.to_thread(self.load, config)
-        while engine.state is EngineState.LOADING and self.engines.get(config.name) is engine:
-            await asyncio.sleep(LOAD_POLL_S)
-        return self.engine_for(name)
+        return engine, config
 
     def hold(self, name: str) -> None:
         """A request for ``name`` started: the model is busy and will not be unloaded."""

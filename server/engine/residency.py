@@ -22,6 +22,8 @@ def footprint(config: ModelConfig) -> int:
     """Bytes the model takes once loaded: weights, KV cache for its whole context, and a
     compute allowance. Sized from the GGUF header or the MLX config, not by loading."""
     path = config.path
+    if path.exists() and not path.is_dir() and not path.is_file():
+        return COMPUTE_BYTES  # a pipe or device: reading its header here would block
     if path.is_dir():
         from backends.mlx import load as mlx_load
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -100,6 +101,22 @@ def test_eight_requests_for_an_unloaded_model_cause_one_load(swapping: str) -> N
         codes = [r.status_code for r in pool.map(lambda _: ask(base, "gemma"), range(8))]
     assert codes == [200] * 8
     assert metric(base, "hearth_model_loads_total", model="gemma") == loads + 1
+
+
+def test_a_stream_for_an_unloaded_model_waits_in_the_stream(swapping: str) -> None:
+    """The stream starts while the model loads and is whole: chunked, no Content-Length,
+    text and [DONE]. An unknown model streamed is a plain 404, not a started stream."""
+    base = swapping
+    assert ask(base, "qwen").status_code == 200  # gemma is not loaded now
+    body = {"model": "gemma", "max_tokens": 8, "prompt": "def add(a, b):", "stream": True}
+    with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=300) as resp:
+        assert resp.status_code == 200
+        assert "content-length" not in resp.headers
+        events = [line for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    assert "".join(json.loads(e[6:])["choices"][0]["text"] for e in events[:-1])
+    unknown = httpx.post(f"{base}/v1/completions", json={**body, "model": "../x"}, timeout=30)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
 
 
 def test_keep_alive_zero_ends_the_runner_after_the_request(swapping: str) -> None:

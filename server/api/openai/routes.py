@@ -24,6 +24,7 @@ from server.engine.requests import (
     ToolCallDelta,
 )
 from server.engine.toolcalls import ToolCallStream
+from server.errors import HearthError
 
 
 async def chat_completions(request: Request) -> Response:
@@ -51,8 +52,12 @@ async def completions(request: Request) -> Response:
 async def _when_loaded(request: Request, body: Any, handle: Handler) -> Response:
     return await when_loaded(
         request, schemas.model_name(body), is_streamed(body), handle,
-        keep_alive=b": loading the model\n\n", error_event=sse_error,
+        keep_alive=b": loading the model\n\n", error_event=_sse_error_done,
     )  # fmt: skip
+
+
+def _sse_error_done(error: HearthError) -> bytes:
+    return sse_error(error) + DONE
 
 
 async def _generate(
