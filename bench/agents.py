@@ -104,6 +104,22 @@ def run(name: str, agent: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"first": first, "second": second}
 
 
+def restarted(agent: str, args: argparse.Namespace) -> dict[str, Any]:
+    """hearth alone: a first turn on a fresh server (nothing saved), then, after a
+    restart, a new session's first turn, with the prompt cache's disk tier."""
+    cache = Path(tempfile.mkdtemp(prefix="prompt-cache-"))
+    out: dict[str, Any] = {}
+    for label in ("fresh", "restarted"):
+        port = free_port()
+        command = ["env", f"HEARTH_PROMPT_CACHE_DIR={cache}",
+                   *server_commands(args, args.model, port)["hearth"]]  # fmt: skip
+        with serving(command, port, f"{agent}-hearth-{label}", ready_timeout=300) as base:
+            home = Path(tempfile.mkdtemp(prefix=f"{agent}-{label}-"))
+            out[label] = AGENTS[agent](base, home, FIRST, None)
+            time.sleep(5)  # the saved state reaches the disk on a thread of its own
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--agent", choices=sorted(AGENTS), default="claude")
@@ -112,7 +128,15 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=32768)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--restart", action="store_true",
+                        help="hearth only: a new session's first turn after a restart")  # fmt: skip
     args = parser.parse_args()
+    if args.restart:
+        r = restarted(args.agent, args)
+        fresh, again = r["fresh"]["seconds"], r["restarted"]["seconds"]
+        print(f"first turn on a fresh server: {fresh:.1f} s; a new session's first turn "
+              f"after a restart: {again:.1f} s ({again / fresh:.3f}x)")  # fmt: skip
+        return
     results: dict[str, list[dict[str, Any]]] = {"hearth": [], "llama-server": []}
     for _ in range(args.rounds):
         for name in results:

@@ -13,6 +13,7 @@ always prefilled afresh, never from KV computed in another batch.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
@@ -46,6 +47,7 @@ from backends.templates import ChatTemplate
 from backends.text import Utf8Stream
 from backends.tokens import common_prefix
 
+log = logging.getLogger("hearth.llamacpp")
 GGUF_MAGIC = b"GGUF"
 MIN_REUSE = 16  # shared tokens below which a prefix is not worth reusing
 MIN_SAVE = 2 * BLOCK  # tokens a finished sequence needs to be saved beyond the live KV
@@ -437,9 +439,13 @@ class LlamaCppBackend:
         """Keep a finished sequence's state for later prompts (and later processes)."""
         if self._store is None or len(slot.tokens) < MIN_SAVE or self._store.covers(slot.tokens):
             return
+        start = time.perf_counter()
         data = state.read(self._ll, self._ctx, slot.id)
         if data is not None:
             self._store.save(list(slot.tokens), data)
+            took = (time.perf_counter() - start) * 1000
+            log.info("saved the state of %d tokens (%.1f MB) in %.0f ms",
+                     len(slot.tokens), len(data) / 1e6, took)  # fmt: skip
 
     def prompt_cache_stats(self) -> dict[str, int]:
         return self._store.stats() if self._store is not None else {}
