@@ -110,6 +110,7 @@ class ChatMessage:
     tool_calls: tuple[ToolCall, ...] = ()  # an assistant message's calls
     tool_call_id: str | None = None  # a tool message: the call it answers
     name: str | None = None
+    reasoning: str | None = None  # an assistant message's thinking, as a client sent it back
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,10 @@ class Capabilities:
     fim: bool = False
     gpu_offload: bool = False
     details: Mapping[str, Any] = field(default_factory=dict)
+    # The model's output formats (server.engine.parsers names), from its chat template
+    # and architecture or models.toml: None where it has none.
+    reasoning_format: str | None = None
+    tool_format: str | None = None
 
 
 class Backend(Protocol):

@@ -34,6 +34,17 @@ class Fim:
 
 
 @dataclass(frozen=True, slots=True)
+class Thinking:
+    """What a request asks of a reasoning model's thinking, whichever dialect said it
+    (``chat_template_kwargs.enable_thinking``, ``reasoning_effort``, Responses'
+    ``reasoning.effort``, Anthropic's ``thinking``, Ollama's ``think``)."""
+
+    mode: str = "auto"  # "auto": as the template does; "on": demanded; "off": asked not to
+    effort: str | None = None  # "low", "medium" or "high", where the template takes it
+    budget_tokens: int | None = None  # thinking is ended after this many tokens
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """A validated request: exactly one of ``messages`` (chat), ``prompt`` (text) or
     ``fim`` (fill in the middle)."""
@@ -60,6 +71,9 @@ class GenerationRequest:
     # Seconds the client asks the model to stay loaded after this request (Ollama's
     # keep_alive; math.inf: for good, 0: unload). Kept for model residency; no effect yet.
     keep_alive: float | None = None
+    thinking: Thinking = Thinking()
+    # Extra variables for the chat template (chat_template_kwargs), values as JSON text.
+    template_kwargs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +92,9 @@ class Accepted:
     """Validated and queued; the response may start."""
 
     prompt_tokens: int
+    # The prompt ends inside the model's reasoning block (its template opened it, as
+    # DeepSeek-R1's does): the answer's text starts as reasoning.
+    reasoning_open: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +110,36 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning (its thinking), apart from the answer's text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStarted:
+    """The ``index``-th tool call of the answer has begun: its id and name are known."""
+
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallArguments:
+    """The next piece of the ``index``-th call's arguments (JSON text), as generated."""
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallDelta:
-    """A complete tool call parsed from the text, the ``index``-th of the answer."""
+    """A complete tool call parsed from the text, the ``index``-th of the answer.
+
+    It ends the call. When :class:`ToolCallStarted` and :class:`ToolCallArguments`
+    came before it, ``call.id`` is the started id and ``call.arguments`` begins with the
+    arguments streamed so far: a streaming renderer sends only what is left of them."""
 
     index: int
     call: ToolCall
@@ -112,7 +157,17 @@ class Failed:
     error: HearthError
 
 
-Event = Accepted | Admitted | TextDelta | ToolCallDelta | Finished | Failed
+Event = (
+    Accepted
+    | Admitted
+    | TextDelta
+    | ReasoningDelta
+    | ToolCallStarted
+    | ToolCallArguments
+    | ToolCallDelta
+    | Finished
+    | Failed
+)
 
 
 class EventSink(Protocol):
