@@ -57,7 +57,7 @@ class Entry:
     tokens: tuple[int, ...]
     size: int  # state bytes
     keys: list[bytes]
-    state: bytes | None = None  # in the RAM tier
+    state: bytes | bytearray | None = None  # in the RAM tier
     on_disk: bool = False
     used: float = field(default_factory=time.monotonic)
 
@@ -101,7 +101,7 @@ class PromptStore:
                 return Hit(entry, found[1], "ram" if entry.state is not None else "disk")
         return None
 
-    def read(self, hit: Hit) -> bytes | None:
+    def read(self, hit: Hit) -> bytes | bytearray | None:
         """The entry's state; None (and the entry gone) when its file does not check."""
         entry = hit.entry
         with self._lock:
@@ -129,7 +129,7 @@ class PromptStore:
 
     # -- saving ----------------------------------------------------------------------
 
-    def save(self, tokens: Sequence[int], state: bytes) -> None:
+    def save(self, tokens: Sequence[int], state: bytes | bytearray) -> None:
         """Keep ``state`` for ``tokens`` (RAM now, disk on a thread of its own)."""
         keys = block_keys(self._key, tokens)
         if not keys:
@@ -150,10 +150,12 @@ class PromptStore:
         for i, key in enumerate(entry.keys):
             self._index[key] = (entry.name, (i + 1) * BLOCK)
 
-    def _write(self, entry: Entry, state: bytes) -> None:
+    def _write(self, entry: Entry, state: bytes | bytearray) -> None:
         assert self._dir is not None
         tokens = array.array("i", entry.tokens).tobytes()
-        digest = hashlib.sha256(tokens + state).digest()
+        hasher = hashlib.sha256(tokens)  # no concatenation: update() lets the GIL go
+        hasher.update(state)
+        digest = hasher.digest()
         head = _HEAD.pack(MAGIC, VERSION, self._key, len(entry.tokens), len(state), digest)
         final = self._dir / f"{entry.name}.kv"
         part = final.with_suffix(f".part{os.getpid()}")
@@ -247,25 +249,32 @@ class PromptStore:
             return None
         return tuple(array.array("i", raw)), size
 
-    def _read_file(self, entry: Entry) -> bytes | None:
+    def _read_file(self, entry: Entry) -> bytes | bytearray | None:
         if self._dir is None or not entry.on_disk:
             return None
         path = self._dir / f"{entry.name}.kv"
         try:
-            data = path.read_bytes()
+            with path.open("rb") as f:
+                data = bytearray(os.fstat(f.fileno()).st_size)
+                got = f.readinto(data)
         except OSError:
             return None
-        if len(data) < _HEAD.size:
+        if got != len(data) or len(data) < _HEAD.size:
             return None
         magic, version, key, n, size, digest = _HEAD.unpack_from(data)
-        body = data[_HEAD.size :]
-        ok = (magic, version, key) == (MAGIC, VERSION, self._key) and len(body) == 4 * n + size
-        if not ok or hashlib.sha256(body).digest() != digest:
-            log.warning("prompt cache: removed %s (it does not check)", path.name)
+        ok = (magic, version, key) == (MAGIC, VERSION, self._key)
+        ok = ok and len(data) == _HEAD.size + 4 * n + size
+        with memoryview(data) as view:  # views, not copies, of 100 MB or more
+            if not ok or hashlib.sha256(view[_HEAD.size :]).digest() != digest:
+                log.warning("prompt cache: removed %s (it does not check)", path.name)
+                return None
+            ints = array.array("i")
+            ints.frombytes(view[_HEAD.size : _HEAD.size + 4 * n])
+            tokens = tuple(ints)
+        if tokens != entry.tokens:
             return None
-        if tuple(array.array("i", body[: 4 * n])) != entry.tokens:
-            return None
-        return body[4 * n :]
+        del data[: _HEAD.size + 4 * n]  # the state alone, in place
+        return data
 
     def stats(self) -> dict[str, int]:
         with self._lock:

@@ -25,10 +25,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.compare import CACHE, free_port, server_commands, serving
+import httpx
+
+from bench.compare import CACHE, OUT, VENV, free_port, server_commands, serving
+from server.config import load_models_file
+from server.engine.residency import footprint
 
 BIN = CACHE / "clients" / "node_modules" / ".bin"
 MODEL = CACHE / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+OTHER = CACHE / "models" / "gemma-3-270m-q4_k_m.gguf"  # the model swapped to and from
 FIRST = "What is the capital of France? Answer in one word. Do not use any tool."
 SECOND = "And of Germany? One word, no tools."
 MAX_OUTPUT = 512  # the answer's length does not matter here; its first token does
@@ -105,18 +110,36 @@ def run(name: str, agent: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def restarted(agent: str, args: argparse.Namespace) -> dict[str, Any]:
-    """hearth alone: a first turn on a fresh server (nothing saved), then, after a
-    restart, a new session's first turn, with the prompt cache's disk tier."""
+    """hearth alone: a first turn on a fresh server (nothing saved); after a restart, a
+    new session's first turn, with the prompt cache's disk tier; then a request to a
+    second model that takes the first one's memory (a memory budget that holds one),
+    and a new session's first turn on the first model again."""
     cache = Path(tempfile.mkdtemp(prefix="prompt-cache-"))
+    models = OUT / "models-swap.toml"
+    models.write_text(
+        f'default = "bench"\n[models.bench]\npath = "{args.model}"\n'
+        f"context_length = {args.context}\nmax_sequences = {args.parallel}\n"
+        f'threads = {args.threads}\n[models.other]\npath = "{OTHER}"\n'
+        f"context_length = 4096\nthreads = {args.threads}\n"
+    )
+    config = load_models_file(models, CACHE / "models").models
+    budget = max(footprint(config["bench"]), footprint(config["other"])) + 64 * 2**20
+    # One project folder and agent home: each turn is a new session (no resume) of the
+    # same user in the same project, whose preamble is the same.
+    home = Path(tempfile.mkdtemp(prefix=f"{agent}-project-"))
     out: dict[str, Any] = {}
     for label in ("fresh", "restarted"):
         port = free_port()
-        command = ["env", f"HEARTH_PROMPT_CACHE_DIR={cache}",
-                   *server_commands(args, args.model, port)["hearth"]]  # fmt: skip
+        command = ["env", f"HEARTH_PROMPT_CACHE_DIR={cache}", f"HEARTH_MEMORY_BUDGET={budget}",
+                   str(VENV / "hearth"), "--models-file", str(models), "serve",
+                   "--port", str(port), "--no-pull", "--model", "bench"]  # fmt: skip
         with serving(command, port, f"{agent}-hearth-{label}", ready_timeout=300) as base:
-            home = Path(tempfile.mkdtemp(prefix=f"{agent}-{label}-"))
             out[label] = AGENTS[agent](base, home, FIRST, None)
             time.sleep(5)  # the saved state reaches the disk on a thread of its own
+            if label == "restarted":
+                body = {"model": "other", "prompt": "x", "max_tokens": 1}
+                httpx.post(f"{base}/v1/completions", json=body, timeout=300).raise_for_status()
+                out["swapped back"] = AGENTS[agent](base, home, FIRST, None)
     return out
 
 
@@ -133,9 +156,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.restart:
         r = restarted(args.agent, args)
-        fresh, again = r["fresh"]["seconds"], r["restarted"]["seconds"]
-        print(f"first turn on a fresh server: {fresh:.1f} s; a new session's first turn "
-              f"after a restart: {again:.1f} s ({again / fresh:.3f}x)")  # fmt: skip
+        fresh = r["fresh"]["seconds"]
+        for label, t in r.items():
+            print(f"{label}: {t['seconds']:.1f} s ({t['seconds'] / fresh:.3f}x of fresh), "
+                  f"prompt {t['prompt']}, cached {t['cached']}")  # fmt: skip
         return
     results: dict[str, list[dict[str, Any]]] = {"hearth": [], "llama-server": []}
     for _ in range(args.rounds):

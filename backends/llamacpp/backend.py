@@ -441,11 +441,12 @@ class LlamaCppBackend:
             return
         start = time.perf_counter()
         data = state.read(self._ll, self._ctx, slot.id)
+        read = time.perf_counter()
         if data is not None:
             self._store.save(list(slot.tokens), data)
-            took = (time.perf_counter() - start) * 1000
-            log.info("saved the state of %d tokens (%.1f MB) in %.0f ms",
-                     len(slot.tokens), len(data) / 1e6, took)  # fmt: skip
+            took, copy = (time.perf_counter() - start) * 1000, (read - start) * 1000
+            log.info("saved the state of %d tokens (%.1f MB) in %.0f ms (%.0f ms copying it)",
+                     len(slot.tokens), len(data) / 1e6, took, copy)  # fmt: skip
 
     def prompt_cache_stats(self) -> dict[str, int]:
         return self._store.stats() if self._store is not None else {}
