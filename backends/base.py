@@ -165,6 +165,9 @@ class Capabilities:
     # and architecture or models.toml: None where it has none.
     reasoning_format: str | None = None
     tool_format: str | None = None
+    # The variables the chat template reads beyond the messages (enable_thinking,
+    # reasoning_effort, ...): the engine passes a request's thinking through them.
+    template_variables: frozenset[str] = frozenset()
 
 
 class Backend(Protocol):
@@ -180,10 +183,17 @@ class Backend(Protocol):
         """Turn tokens back into text (special tokens rendered)."""
         ...
 
-    def chat_prompt(self, messages: Sequence[ChatMessage], tools: Sequence[Tool] = ()) -> list[int]:
+    def chat_prompt(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[Tool] = (),
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[int]:
         """Render messages (and the tools the model may call, in the template's own
         way) with the model's chat template and the generation prompt, and tokenize the
-        result (adding BOS only where the template did not).
+        result (adding BOS only where the template did not). ``template_kwargs`` are
+        extra template variables (``enable_thinking``); an assistant message's
+        ``reasoning`` is given to the template, which keeps or drops it.
 
         Raises :class:`TemplateError` when there is no template or it rejects the
         conversation.
@@ -225,6 +235,13 @@ class Backend(Protocol):
         """
         ...
 
+    def force(self, seq_id: int, tokens: Sequence[int]) -> None:
+        """Queue ``tokens`` after the sequence's last sampled token, fed as if it had
+        sampled them (the engine ends a reasoning block early with its close tag). The
+        scheduler counts them in the sequence's next :class:`Work`, which feeds them with
+        that token and samples after the last; their text is the engine's to output."""
+        ...
+
     def release(self, seq_id: int) -> None:
         """End a sequence (finished or aborted) and free its KV, or keep it as a
         reusable prefix where the backend caches prefixes. Idempotent."""
@@ -258,6 +275,10 @@ class LoadRequest:
     main_gpu: int = 0
     weight_repack: bool | None = None  # llama.cpp extra CPU buffer types; None: auto
     prompt_cache: PromptCache | None = None  # saved prompt state beyond the live KV
+    # models.toml's reasoning_parser / tool_parser: a format name, "none", or None to
+    # take what backends.formats detects
+    reasoning_parser: str | None = None
+    tool_parser: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

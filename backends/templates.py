@@ -8,16 +8,20 @@ budget of operations, time and output size (``backends/sandbox.py``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
 from jinja2 import TemplateError as JinjaTemplateError
+from jinja2 import meta
 
 from backends.base import ChatMessage, TemplateError, Tool, ToolCall
 from backends.sandbox import MAX_CHARS, Budget, BudgetedEnvironment
 
 MAX_RENDERED_CHARS = MAX_CHARS
+# What every render gives a template; the rest it reads are its own variables.
+_GIVEN = frozenset({"messages", "tools", "add_generation_prompt", "bos_token", "eos_token",
+                    "raise_exception", "strftime_now"})  # fmt: skip
 
 
 def _raise_exception(message: str) -> NoReturn:
@@ -48,21 +52,29 @@ class ChatTemplate:
         self._env = env
         self.bos_token = bos_token
         self.eos_token = eos_token
+        # What the template reads beyond what render always gives it (enable_thinking,
+        # reasoning_effort, ...).
+        self.variables = frozenset(meta.find_undeclared_variables(env.parse(source))) - _GIVEN
 
     def render(
-        self, messages: Sequence[ChatMessage], tools: Sequence[Tool] = (), **extra: Any
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[Tool] = (),
+        variables: Mapping[str, Any] | None = None,
     ) -> str:
         """Render with the generation prompt appended; ``tools`` in the Hugging Face
-        shape (``tools`` left undefined when there are none, as templates test that)."""
+        shape (``tools`` left undefined when there are none, as templates test that).
+        ``variables`` are extra template variables; they cannot replace the messages,
+        the tools, the generation prompt or the special tokens."""
+        context = {**(variables or {})}
         if tools:
-            extra["tools"] = [_tool(t) for t in tools]
-        context = {
-            "messages": [_message(m) for m in messages],
-            "add_generation_prompt": True,
-            "bos_token": self.bos_token,
-            "eos_token": self.eos_token,
-            **extra,
-        }
+            context["tools"] = [_tool(t) for t in tools]
+        context.update(
+            messages=[_message(m) for m in messages],
+            add_generation_prompt=True,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+        )
         try:
             text = self._env.render(lambda: self._template.generate(context), Budget())
         except TemplateError:
@@ -76,6 +88,11 @@ class ChatTemplate:
 
 def _message(m: ChatMessage) -> dict[str, Any]:
     message: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.reasoning is not None:
+        # Qwen3's and DeepSeek's templates read reasoning_content, gpt-oss's thinking;
+        # each keeps it (the turn in progress) or drops it (earlier turns) as trained.
+        message["reasoning_content"] = m.reasoning
+        message["thinking"] = m.reasoning
     if m.tool_calls:
         message["tool_calls"] = [_call(c) for c in m.tool_calls]
     if m.tool_call_id is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import INTEGER_SAMPLING, SAMPLING_RANGES, SamplingParams
+from backends.formats import NONE, REASONING_FORMATS, TOOL_FORMATS
 
 DEFAULT_MODELS_FILE = Path(__file__).resolve().parent.parent / "models.toml"
 
@@ -21,7 +22,8 @@ _KEYS = {
     "aliases", "backend", "path", "source", "sha256", "context_length", "max_sequences",
     "threads", "gpu_layers", "tensor_split", "chat_template", "chat_template_file",
     "sampling", "batch_tokens", "default_max_tokens", "options", "gpu_memory_limit",
-    "kv_cache_type", "main_gpu", "weight_repack", "keep_alive",
+    "kv_cache_type", "main_gpu", "weight_repack", "keep_alive", "reasoning_parser",
+    "tool_parser",
 }  # fmt: skip
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -56,6 +58,9 @@ class ModelConfig:
     default_max_tokens: int = 4096
     sampling: SamplingParams = field(default_factory=SamplingParams)
     options: Mapping[str, Any] = field(default_factory=dict)
+    # The output parsers (backends.formats names, or "none"); None: detected at load
+    reasoning_parser: str | None = None
+    tool_parser: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +155,8 @@ def _parse_model(name: str, table: Any, base: Path, cache_dir: Path) -> ModelCon
         default_max_tokens=get.integer("default_max_tokens", 4096, minimum=1),
         sampling=get.sampling(),
         options=get.table("options"),
+        reasoning_parser=get.parser("reasoning_parser", REASONING_FORMATS),
+        tool_parser=get.parser("tool_parser", TOOL_FORMATS),
     )
 
 
@@ -251,6 +258,12 @@ class _Getter:
         if value in choices:
             return str(value)
         raise self._fail(key, "one of " + ", ".join(f'"{c}"' for c in choices))
+
+    def parser(self, key: str, names: frozenset[str]) -> str | None:
+        value = self.values.get(key)
+        if value is None or value in names or value == NONE:
+            return value
+        raise self._fail(key, "one of " + ", ".join(f'"{n}"' for n in [*sorted(names), NONE]))
 
     def table_of(self, key: str) -> dict[str, Any]:
         value = self.values.get(key, {})

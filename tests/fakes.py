@@ -5,14 +5,19 @@ multi-byte characters are split across tokens), then ends with an end-of-generat
 token. A completion prompt is echoed the same way; a fill-in-the-middle prompt echoes
 its suffix (model "beta" has no FIM tokens). Token ids are byte values; the
 end-of-generation token is 256. It records each step's work and each FIM call.
+
+Its reasoning format is models.toml's ``reasoning_parser``, and its template reads
+``enable_thinking``. Forced tokens that the reply holds further on make it go on from
+after them, as a model would answer after a forced close tag.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from backends.base import (
     Backend,
@@ -51,7 +56,11 @@ class FakeBackend:
             vocab_size=257,
             chat_template=True,
             fim=request.name != "beta",
+            reasoning_format=request.reasoning_parser,
+            template_variables=frozenset({"enable_thinking"}),
         )
+        self.template_kwargs: list[Mapping[str, Any] | None] = []
+        self.forced: list[tuple[int, list[int]]] = []
         self.fim_calls: list[tuple[str, str, tuple[tuple[str, str], ...]]] = []
         self.grammars: list[str] = []
         self.tools_seen: list[tuple[Tool, ...]] = []
@@ -70,8 +79,14 @@ class FakeBackend:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return bytes(t for t in tokens if t < 256).decode("utf-8", "replace")
 
-    def chat_prompt(self, messages: Sequence[ChatMessage], tools: Sequence[Tool] = ()) -> list[int]:
+    def chat_prompt(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[Tool] = (),
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[int]:
         self.tools_seen.append(tuple(tools))
+        self.template_kwargs.append(template_kwargs)
         head = "".join(f"<{m.role}>{m.content}" for m in messages[:-1]).encode()
         return [*head, SEP, *messages[-1].content.encode()]
 
@@ -118,6 +133,16 @@ class FakeBackend:
         token = seq.reply[seq.produced]
         seq.produced += 1
         return Delta(seq_id, token, seq.text.feed(bytes([token])), eog=False)
+
+    def force(self, seq_id: int, tokens: Sequence[int]) -> None:
+        self.forced.append((seq_id, list(tokens)))
+        seq = self._seqs[seq_id]
+        seq.pending += len(tokens)
+        n = len(tokens)
+        for i in range(seq.produced, len(seq.reply) - n + 1):
+            if seq.reply[i : i + n] == list(tokens):
+                seq.produced = i + n
+                break
 
     def release(self, seq_id: int) -> None:
         self.released.append(seq_id)

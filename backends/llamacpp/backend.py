@@ -17,11 +17,12 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backends import formats
 from backends.base import (
     Backend,
     Capabilities,
@@ -161,6 +162,14 @@ class LlamaCppBackend:
         except TemplateError as exc:
             self.close()
             raise ModelLoadError(f"model {request.name!r}: {exc}") from exc
+        reasoning, tools = formats.choose(
+            self._template.source if self._template else None,
+            native.meta_string(self._model, "general.architecture"),
+            request.reasoning_parser,
+            request.tool_parser,
+        )
+        # Where a format's markers are special tokens, the output shows them.
+        self._special = formats.renders_special(reasoning, tools)
         self.capabilities = Capabilities(
             context_length=min(self._n_ctx, n_train),
             max_sequences=request.max_sequences,
@@ -168,6 +177,9 @@ class LlamaCppBackend:
             chat_template=self._template is not None,
             fim=ll.llama_vocab_fim_pre(self._vocab) >= 0,
             gpu_offload=bool(ll.llama_supports_gpu_offload()),
+            reasoning_format=reasoning,
+            tool_format=tools,
+            template_variables=self._template.variables if self._template else frozenset(),
             details={
                 "n_ctx_train": n_train,
                 "threads": request.threads,
@@ -242,13 +254,18 @@ class LlamaCppBackend:
         data = b"".join(self._native.piece(self._vocab, t, special=True) for t in tokens)
         return data.decode("utf-8", "replace")
 
-    def chat_prompt(self, messages: Sequence[ChatMessage], tools: Sequence[Tool] = ()) -> list[int]:
+    def chat_prompt(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[Tool] = (),
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[int]:
         if self._template is None:
             raise TemplateError(
                 "this model has no chat template; set chat_template in models.toml "
                 "or use /v1/completions"
             )
-        text = self._template.render(messages, tools)
+        text = self._template.render(messages, tools, template_kwargs)
         bos = self._template.bos_token
         return self.tokenize(text, add_special=not (bos and text.startswith(bos)))
 
@@ -410,7 +427,11 @@ class LlamaCppBackend:
         if ll.llama_vocab_is_eog(self._vocab, token):
             return Delta(seq_id, token, seq.text.flush(), eog=True)
         seq.pending.append(token)
-        return Delta(seq_id, token, seq.text.feed(self._native.piece(self._vocab, token)), False)
+        piece = self._native.piece(self._vocab, token, special=self._special)
+        return Delta(seq_id, token, seq.text.feed(piece), False)
+
+    def force(self, seq_id: int, tokens: Sequence[int]) -> None:
+        self._seqs[seq_id].pending.extend(tokens)
 
     def _evict_idle(self) -> bool:
         """Drop every cached prefix to make room in the KV cache."""

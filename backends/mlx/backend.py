@@ -23,13 +23,14 @@ batch would outgrow the limit, the newest sequences fail until it fits).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from backends import formats
 from backends.base import (
     Backend,
     Capabilities,
@@ -108,6 +109,11 @@ class MlxBackend:
         self._batch = DecodeBatch()
         self._seqs: dict[int, _Seq] = {}
         self._prefixes = PrefixCache(m.options.entries if m.options.enabled else 0)
+        template = m.template.source if m.template else None
+        reasoning, tools = formats.choose(
+            template, m.architecture, request.reasoning_parser, request.tool_parser
+        )
+        m.special_output = formats.renders_special(reasoning, tools)
         self.capabilities = Capabilities(
             context_length=m.kv_capacity,
             max_sequences=request.max_sequences,
@@ -115,6 +121,9 @@ class MlxBackend:
             chat_template=m.template is not None,
             fim=m.fim.supported,
             details=m.details,
+            reasoning_format=reasoning,
+            tool_format=tools,
+            template_variables=m.template.variables if m.template else frozenset(),
         )
 
     # -- tokenizer and template ------------------------------------------------------
@@ -129,14 +138,19 @@ class MlxBackend:
         """Tokens of ``text`` with special-token names read as plain text."""
         return list(self._tok.encode(text, add_special_tokens=False, split_special_tokens=True))
 
-    def chat_prompt(self, messages: Sequence[ChatMessage], tools: Sequence[Tool] = ()) -> list[int]:
+    def chat_prompt(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[Tool] = (),
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[int]:
         template = self._loaded.template
         if template is None:
             raise TemplateError(
                 "this model has no chat template; set chat_template in models.toml "
                 "or use /v1/completions"
             )
-        text = template.render(messages, tools)
+        text = template.render(messages, tools, template_kwargs)
         bos = template.bos_token
         return self.tokenize(text, add_special=not (bos and text.startswith(bos)))
 
@@ -244,9 +258,11 @@ class MlxBackend:
         Prompt chunks go first, all in one padded pass, each without its last token
         when it samples: MLX is lazy, so logits nobody reads are never computed. A
         sampling sequence then joins the decode batch, and one pass feeds every row
-        its next token: the last prompt token, or the token sampled last step."""
+        its next token: the last prompt token, or the token sampled last step. A
+        decoding sequence with forced tokens leaves the batch for the step, and they
+        are fed as a prompt chunk is."""
         mx = self._mx
-        working = {w.seq_id for w in work}
+        working = {w.seq_id for w in work if w.n_tokens == 1}
         idle = [s for s in self._batch.rows if s not in working]
         for seq_id, cache in self._batch.leave(idle, extract=True).items():
             self._seqs[seq_id].cache = cache  # rejoins at its next sample
@@ -301,6 +317,9 @@ class MlxBackend:
             return Delta(seq_id, token, seq.text.flush(), eog=True)
         seq.pending.append(token)
         return Delta(seq_id, token, seq.text.feed(token), eog=False)
+
+    def force(self, seq_id: int, tokens: Sequence[int]) -> None:
+        self._seqs[seq_id].pending.extend(tokens)
 
     def release(self, seq_id: int) -> None:
         self._drop(seq_id, keep_prefix=True)

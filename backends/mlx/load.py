@@ -46,6 +46,8 @@ class LoadedModel:
     kv_capacity: int  # KV tokens one sequence alone may hold; the scheduler's sum budget
     options: PrefixOptions
     details: Mapping[str, Any]
+    architecture: str | None = None  # config.json's model_type
+    special_output: bool = False  # output text shows special tokens (formats.renders_special)
 
     def new_cache(self) -> list[Any]:
         from mlx_lm.models.cache import make_prompt_cache
@@ -54,7 +56,8 @@ class LoadedModel:
         return cache
 
     def decode_output(self, tokens: list[int]) -> str:
-        return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
+        skip = not self.special_output
+        return str(self.tokenizer.decode(tokens, skip_special_tokens=skip))
 
 
 def load(request: LoadRequest) -> LoadedModel:
@@ -98,6 +101,7 @@ def load(request: LoadRequest) -> LoadedModel:
             "n_ctx_train": n_train,
             "quantization": config.get("quantization"),
         },
+        architecture=config.get("model_type"),
     )
 
 

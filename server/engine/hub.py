@@ -200,6 +200,8 @@ class ModelHub:
             main_gpu=config.main_gpu,
             weight_repack=config.weight_repack,
             prompt_cache=self._prompt_cache_for(config),
+            reasoning_parser=config.reasoning_parser,
+            tool_parser=config.tool_parser,
         )
 
     def _prompt_cache_for(self, config: ModelConfig) -> PromptCache | None:

@@ -262,8 +262,21 @@ class Engine:
         for delta in deltas:
             active = self._active[delta.seq_id]
             reason = active.on_delta(delta, self._metrics)
+            if reason is None and active.force_due:
+                reason = self._force(backend, scheduler, delta.seq_id, active)
             if reason is not None:
                 self._end(delta.seq_id, finished=reason)
+
+    def _force(
+        self, backend: Backend, scheduler: Scheduler, seq_id: int, active: Active
+    ) -> FinishReason | None:
+        """The reasoning budget is spent: the close text is fed in place of the next
+        sample (where a step has room for it), and is output."""
+        if not scheduler.force(seq_id, len(active.close_tokens)):
+            active.force_due = False
+            return None
+        backend.force(seq_id, active.close_tokens)
+        return active.on_forced()
 
     def _count_step(self, n: int) -> None:
         self._metrics.inc("hearth_steps_total", model=self.name)
@@ -337,7 +350,7 @@ class Engine:
             return
         self._active[seq_id] = active
         self._by_request[item.request.request_id] = seq_id
-        item.stream.push(Accepted(prompt_tokens=len(active.prompt)))
+        item.stream.push(Accepted(len(active.prompt), reasoning_open=active.reasoning_open))
 
     def _reject(self, item: Submit, exc: HearthError) -> None:
         reason = exc.code or type(exc).__name__

@@ -23,6 +23,12 @@ the budget (``kv_capacity / max_running``, at least ``GROW_TOKENS`` past its pro
 grows ``GROW_TOKENS`` at a time while KV is free; when it cannot grow, it ends with
 ``length``. So a full slot count of such requests runs at once, as llama-server's
 per-slot context does, and one alone still gets its whole default.
+
+Forced tokens: the engine may queue tokens a decoding sequence feeds before its next
+sample (a reasoning budget's close tag, :meth:`Scheduler.force`). They go in the step
+with the token sampled last, before any prompt chunk, and count as generated: they take
+KV like sampled ones. A sequence whose forced tokens do not fit this step's token budget
+waits a step.
 """
 
 from __future__ import annotations
@@ -56,7 +62,8 @@ class SeqState:
     elastic: bool = False  # max_tokens is the model's default, not the request's
     status: SeqStatus = SeqStatus.WAITING
     fed: int = 0  # prompt tokens in the KV cache (reused or prefilled)
-    generated: int = 0  # tokens sampled
+    generated: int = 0  # tokens sampled or forced
+    forced: int = 0  # tokens to feed with the last sampled one, before the next sample
     reserved: int = 0  # KV tokens held while running
     passed: int = 0  # sequences admitted ahead of this one while it waited
 
@@ -131,10 +138,12 @@ class Scheduler:
         (the engine ends them with ``length``)."""
         cut = []
         for seq in self.running.values():
-            # This step feeds the last sampled token: prompt + generated in the KV.
-            if seq.prefilling or seq.prompt_len + seq.generated <= seq.reserved:
+            # This step feeds the last sampled token (and any forced ones after it).
+            needed = seq.prompt_len + seq.generated + seq.forced
+            if seq.prefilling or needed <= seq.reserved:
                 continue
-            grow = min(GROW_TOKENS, seq.prompt_len + seq.max_tokens - seq.reserved)
+            grow = min(max(GROW_TOKENS, needed - seq.reserved),
+                       seq.prompt_len + seq.max_tokens - seq.reserved)  # fmt: skip
             if grow > 0 and self.kv_reserved + grow <= self.kv_capacity:
                 seq.reserved += grow
                 self.kv_reserved += grow
@@ -142,10 +151,27 @@ class Scheduler:
                 cut.append(seq.seq_id)
         return cut
 
+    def force(self, seq_id: int, n_tokens: int) -> bool:
+        """Have a decoding sequence feed ``n_tokens`` queued tokens (the engine put them
+        in the backend) with its last sampled token, before its next sample. False, and
+        nothing changes, where they could never fit a step beside a full batch."""
+        seq = self.running.get(seq_id)
+        room = self.step_tokens - self.max_running
+        if seq is None or seq.prefilling or seq.forced + n_tokens > room:
+            return False
+        seq.forced += n_tokens
+        return True
+
     def plan(self) -> list[Work]:
-        """This step's work: one token per decoding sequence, then prompt chunks."""
-        work = [Work(s.seq_id, 1, True) for s in self.running.values() if not s.prefilling]
-        budget = self.step_tokens - len(work)
+        """This step's work: one token per decoding sequence (with its forced tokens
+        where they fit), then prompt chunks."""
+        decoding = [s for s in self.running.values() if not s.prefilling]
+        budget = self.step_tokens - len(decoding)
+        work = []
+        for seq in sorted(decoding, key=lambda s: s.forced > 0):  # stable: plain ones first
+            if seq.forced <= budget:
+                work.append(Work(seq.seq_id, 1 + seq.forced, True))
+                budget -= seq.forced
         prefilling = [s for s in self.running.values() if s.prefilling]
         prefilling.sort(key=lambda s: -s.priority)  # stable: arrival order within a priority
         for seq in prefilling:
@@ -164,6 +190,9 @@ class Scheduler:
                 continue
             if seq.prefilling:
                 seq.fed += w.n_tokens
+            else:
+                seq.generated += w.n_tokens - 1  # the forced tokens fed this step
+                seq.forced = 0
             if w.sample:
                 seq.generated += 1
 

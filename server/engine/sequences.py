@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from backends.base import Backend, BackendError, Delta, FimUnsupported
 from server.engine.metrics import Metrics
 from server.engine.requests import EventSink, Fim, FinishReason, GenerationRequest, TextDelta, Usage
 from server.engine.scheduler import SeqState
 from server.engine.stops import StopMatcher
+from server.engine.thinking import CLOSES, ReasoningBudget, ends_open, template_variables
 from server.errors import ContextLengthExceeded, InvalidRequest
+
+OPEN_TAIL_TOKENS = 16  # prompt tokens detokenized to see whether it opened reasoning
 
 
 @dataclass(slots=True)
@@ -24,6 +28,10 @@ class Active:
     cached: int = 0
     last_token_at: float | None = None
     model: str = field(default="")
+    reasoning_open: bool = False  # the prompt ends inside the reasoning block
+    budget: ReasoningBudget | None = None
+    close_tokens: list[int] = field(default_factory=list)  # the budget's close text
+    force_due: bool = False  # the budget is spent: the engine feeds close_tokens next
 
     def on_admitted(self, cached: int, metrics: Metrics) -> None:
         self.cached = cached
@@ -39,14 +47,29 @@ class Active:
         self.generated += 1
         metrics.inc("hearth_generation_tokens_total", model=self.model)
         self._time_token(metrics)
-        text = self.stops.feed(delta.text)
-        if text:
-            self.stream.push(TextDelta(text))
+        self._emit(delta.text)
         if self.stops.stopped:
             return FinishReason.STOP
         if self.generated >= self.max_tokens:
             return FinishReason.LENGTH
+        if self.budget is not None and self.budget.feed(delta.text):
+            # Room for the close text and one answer token, else length ends it anyway.
+            self.force_due = self.generated + len(self.close_tokens) < self.max_tokens
         return None
+
+    def on_forced(self) -> FinishReason | None:
+        """The close text was queued to be fed in place of a sample: it is output."""
+        assert self.budget is not None
+        self.force_due = False
+        self.generated += len(self.close_tokens)
+        self.budget.closed()
+        self._emit(self.budget.close)
+        return FinishReason.STOP if self.stops.stopped else None
+
+    def _emit(self, raw: str) -> None:
+        text = self.stops.feed(raw)
+        if text:
+            self.stream.push(TextDelta(text))
 
     def _time_token(self, metrics: Metrics) -> None:
         now = time.monotonic()
@@ -76,9 +99,14 @@ def prepare(
             backend.check_constraint(constraint)
         except BackendError as exc:
             raise InvalidRequest(str(exc), param=request.constraint_param) from exc
-    prompt = _prompt_tokens(request, backend)
+    variables = template_variables(request.template_kwargs, request.thinking, backend.capabilities)
+    prompt = _prompt_tokens(request, backend, variables)
     if not prompt:
         raise InvalidRequest("the prompt is empty", param="prompt")
+    active = Active(request, stream, prompt, 0, StopMatcher(request.stop), model=request.model)
+    if request.messages is not None:
+        _reasoning(active, backend)
+        prompt = active.prompt
     context = backend.capabilities.context_length
     where = "this model's context"
     if request.context_limit is not None and request.context_limit < context:
@@ -103,19 +131,37 @@ def prepare(
         )
     else:
         max_tokens = min(room, default_max_tokens)
-    active = Active(
-        request, stream, prompt, max_tokens, StopMatcher(request.stop), model=request.model
-    )
+    active.max_tokens = max_tokens
     seq = SeqState(
         seq_id, len(prompt), max_tokens, priority=request.priority, elastic=elastic,
     )  # fmt: skip
     return active, seq
 
 
-def _prompt_tokens(request: GenerationRequest, backend: Backend) -> list[int]:
+def _reasoning(active: Active, backend: Backend) -> None:
+    """Whether the chat prompt opened the reasoning block; close it there where the
+    request asked for no thinking or a budget of none; set up the budget (thinking
+    "off" is a budget of none, for a model that opens the block itself)."""
+    thinking, fmt = active.request.thinking, backend.capabilities.reasoning_format
+    tail = backend.detokenize(active.prompt[-OPEN_TAIL_TOKENS:])
+    active.reasoning_open = ends_open(tail, fmt)
+    budget = 0 if thinking.mode == "off" else thinking.budget_tokens
+    if fmt is None or budget is None:
+        return
+    if active.reasoning_open and budget == 0:
+        active.prompt += backend.tokenize(CLOSES[fmt], add_special=False)
+        active.reasoning_open = False
+    if active.request.sampling.constraint is None:  # forced tokens would break a grammar
+        active.budget = ReasoningBudget(fmt, budget, inside=active.reasoning_open)
+        active.close_tokens = backend.tokenize(CLOSES[fmt], add_special=False)
+
+
+def _prompt_tokens(
+    request: GenerationRequest, backend: Backend, variables: dict[str, Any]
+) -> list[int]:
     try:
         if request.messages is not None:
-            return backend.chat_prompt(request.messages, request.tools)
+            return backend.chat_prompt(request.messages, request.tools, variables or None)
         if request.fim is not None:
             return _fim_tokens(request.fim, backend)
         return backend.tokenize(request.prompt or "", add_special=True)

@@ -68,6 +68,17 @@ def test_weight_repack(tmp_path: Path, value: str, expected: bool | None) -> Non
     assert load_models_file(path, tmp_path).models["m"].weight_repack is expected
 
 
+def test_output_parsers_are_known_names_or_none(tmp_path: Path) -> None:
+    text = '[models.m]\npath = "m.gguf"\nreasoning_parser = "think"\ntool_parser = "none"\n'
+    model = load_models_file(write(tmp_path, text), tmp_path).models["m"]
+    assert (model.reasoning_parser, model.tool_parser) == ("think", "none")
+    plain = load_models_file(write(tmp_path, '[models.m]\npath = "m.gguf"\n'), tmp_path)
+    assert plain.models["m"].reasoning_parser is None  # detected at load
+    bad = write(tmp_path, '[models.m]\npath = "m.gguf"\ntool_parser = "xml"\n')
+    with pytest.raises(ConfigError, match=r"'tool_parser' must be one of .*\"hermes\""):
+        load_models_file(bad, tmp_path)
+
+
 def test_gpu_layers_auto_is_none(tmp_path: Path) -> None:
     path = write(tmp_path, '[models.m]\npath = "m.gguf"\ngpu_layers = "auto"\n')
     assert load_models_file(path, tmp_path).models["m"].gpu_layers is None
