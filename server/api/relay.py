@@ -33,10 +33,13 @@ from server.engine.requests import (
     Failed,
     Finished,
     GenerationRequest,
+    ReasoningDelta,
     TextDelta,
     ToolCallDelta,
+    ToolCallStarted,
     Usage,
 )
+from server.engine.toolcalls import ToolCallStream
 from server.errors import HearthError, InternalError, RequestTimeout
 
 access_log = logging.getLogger("hearth.requests")
@@ -45,11 +48,36 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A whole answer: its text, its tool calls, and how it finished."""
+    """A whole answer: its text, its tool calls, how it finished, and its reasoning."""
 
     text: str
     calls: tuple[ToolCall, ...]
     finished: Finished
+    reasoning: str = ""
+
+
+class Gathered:
+    """A whole answer's pieces, gathered event by event."""
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._calls: list[ToolCall] = []
+
+    def add(self, event: Event) -> Answer | None:
+        """The answer once ``event`` ends it; a failure raises."""
+        if isinstance(event, TextDelta):
+            self._text.append(event.text)
+        elif isinstance(event, ReasoningDelta):
+            self._reasoning.append(event.text)
+        elif isinstance(event, ToolCallDelta):  # streamed pieces end in the whole call
+            self._calls.append(event.call)
+        elif isinstance(event, Finished):
+            text, reasoning = "".join(self._text), "".join(self._reasoning)
+            return Answer(text, tuple(self._calls), event, reasoning)
+        elif isinstance(event, Failed):
+            raise event.error
+        return None
 
 
 class ClientGone(HearthError):
@@ -93,20 +121,14 @@ class Relay:
             yield await self._next()
 
     async def collect(self) -> Answer:
-        """A response sent whole: every event read, the text and calls gathered; a
-        failure raises. Closes the relay."""
-        parts: list[str] = []
-        calls: list[ToolCall] = []
+        """A response sent whole: every event read, the text, reasoning and calls
+        gathered; a failure raises. Closes the relay."""
+        gathered = Gathered()
         try:
             async for event in self.events():
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                elif isinstance(event, ToolCallDelta):
-                    calls.append(event.call)
-                elif isinstance(event, Finished):
-                    return Answer("".join(parts), tuple(calls), event)
-                elif isinstance(event, Failed):
-                    raise event.error
+                answer = gathered.add(event)
+                if answer is not None:
+                    return answer
             raise InternalError("the request ended without a last event")
         finally:
             self.close()
@@ -131,7 +153,8 @@ class Relay:
             event = Failed(exc)
         if isinstance(event, Accepted):  # only ever the first, which start() read
             event = Failed(InternalError("unexpected event order"))
-        if isinstance(event, TextDelta | ToolCallDelta) and self.first_output is None:
+        output = TextDelta | ReasoningDelta | ToolCallStarted | ToolCallDelta
+        if isinstance(event, output) and self.first_output is None:
             self.first_output = time.monotonic()
         if isinstance(event, Finished):
             self.done = True
@@ -189,9 +212,9 @@ async def start(
     request: Request, engine: ModelEngine, gen: GenerationRequest
 ) -> tuple[RequestStream, Deadline]:
     """Submit ``gen`` and wait until the engine accepts it; a refusal raises here,
-    before any response starts."""
+    before any response starts. A chat's events come parsed (see :func:`parsed`)."""
     deadline = Deadline(engine, gen, request.app.state.settings)
-    stream = engine.submit(gen, asyncio.get_running_loop())
+    stream = parsed(request, engine, gen, engine.submit(gen, asyncio.get_running_loop()))
     try:
         first = await deadline.next(stream)
     except asyncio.CancelledError:
@@ -202,3 +225,15 @@ async def start(
     if isinstance(first, Accepted):
         stream.prompt_tokens = first.prompt_tokens
     return stream, deadline
+
+
+def parsed(
+    request: Request, engine: ModelEngine, gen: GenerationRequest, stream: RequestStream
+) -> RequestStream:
+    """A chat's text split into content and tool calls, before its first event (which
+    says whether the prompt left the model inside its reasoning). A prompt's text (text
+    completions, infill, a raw generate) stays as the model wrote it."""
+    if gen.messages is None or not gen.tools:
+        return stream
+    metrics = request.app.state.hub.metrics
+    return ToolCallStream(stream, gen.tools, metrics, gen.model, parallel=gen.parallel_tool_calls)

@@ -15,6 +15,7 @@ from starlette.types import Message
 
 from server.api.app import create_app
 from server.api.body import MAX_BODY_BYTES
+from server.api.openai import messages as chat_messages
 from server.api.openai import schemas
 from server.engine.hub import ModelHub
 from server.settings import Settings
@@ -49,7 +50,10 @@ CHAT = "/v1/chat/completions"
         ({"temperature": 1e308}, "temperature"),
         ({"max_tokens": 10**30}, "max_tokens"),  # past the context: OpenAI's 400
         ({"chat_template": "{{ 1 }}"}, "chat_template"),
-        ({"chat_template_kwargs": {"enable_thinking": True}}, "chat_template_kwargs"),
+        ({"chat_template_kwargs": {"messages": []}}, "chat_template_kwargs"),
+        ({"chat_template_kwargs": {"enable_thinking": "yes"}}, "chat_template_kwargs"),
+        ({"chat_template_kwargs": ["enable_thinking"]}, "chat_template_kwargs"),
+        ({"reasoning_effort": "extreme"}, "reasoning_effort"),
     ],
 )
 def test_out_of_range_fields_are_refused(
@@ -59,7 +63,7 @@ def test_out_of_range_fields_are_refused(
 
 
 def test_too_many_messages(client: TestClient) -> None:
-    messages = [{"role": "user", "content": "x"}] * (schemas.MAX_MESSAGES + 1)
+    messages = [{"role": "user", "content": "x"}] * (chat_messages.MAX_MESSAGES + 1)
     resp = client.post(CHAT, json={"model": "alpha", "messages": messages})
     assert_error(resp, 400, code="too_long", param="messages")
     # 1,024 pass the parser; the fake's 512-token context is what refuses them.
@@ -68,7 +72,7 @@ def test_too_many_messages(client: TestClient) -> None:
 
 
 def test_message_text_is_bounded_in_all() -> None:
-    half = "x" * (schemas.MAX_PROMPT_CHARS // 2 + 1)
+    half = "x" * (chat_messages.MAX_PROMPT_CHARS // 2 + 1)
     body = {"model": "m", "messages": [{"role": "user", "content": half}] * 2}
     with pytest.raises(schemas.InvalidRequest, match="characters in all"):
         schemas.parse_chat(body, FakeSampling.defaults(), model="m")

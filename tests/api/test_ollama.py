@@ -245,8 +245,9 @@ def test_keep_alive_refused(client: TestClient, value: Any) -> None:
         ({"options": {"num_predict": 0}}, ["num_predict"]),
         ({"options": {"num_ctx": -5}}, ["num_ctx"]),
         ({"options": "fast"}, ["options"]),
-        ({"think": True}, ['"alpha" does not support thinking']),
-        ({"think": "high"}, ["does not support thinking"]),
+        ({"think": True}, ["thinking"]),  # demanded of a model without reasoning
+        ({"think": "high"}, ["thinking"]),
+        ({"think": "max"}, ["think"]),
         ({"format": "yaml"}, ["format"]),
         ({"images": ["aGk="]}, ["images"]),
         ({"logprobs": True}, ["logprobs"]),

@@ -6,18 +6,38 @@ this request, ``cache_read_input_tokens`` those reused from an earlier request's
 prefilled prompt without being asked). A stream's ``message_start`` counts the whole
 prompt as input, since reuse is known only once the request is admitted; its final
 ``message_delta`` carries the split.
+
+Reasoning is a ``thinking`` block, before the text in a whole message, and in a stream
+wherever the model thinks: ``thinking_delta`` pieces, then a ``signature_delta`` before
+the block stops (Claude Code drops a thinking block that has none). The signature is a
+checksum of the thinking, not Anthropic's encryption: it is never checked when it comes
+back. A tool call streams as a ``tool_use`` block whose ``input_json_delta`` pieces are
+the arguments as they are generated.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from backends.base import ToolCall
+from server.api.relay import Answer
 from server.api.toolchoice import arguments_object
-from server.engine.requests import Finished, FinishReason, Usage
+from server.engine.requests import (
+    Event,
+    Finished,
+    FinishReason,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallArguments,
+    ToolCallDelta,
+    ToolCallStarted,
+    Usage,
+)
 from server.engine.toolcalls import CALL_CLOSE
 from server.errors import HearthError
 
@@ -69,6 +89,17 @@ def tool_use(call: ToolCall) -> dict[str, Any]:
     return {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments}
 
 
+def signature(thinking: str) -> str:
+    """A thinking block's signature: opaque to clients, which send it back unchanged."""
+    digest = hashlib.sha256(thinking.encode()).digest()[:24]
+    return base64.b64encode(digest).decode()
+
+
+def thinking_block(thinking: str, shown: bool = True) -> dict[str, Any]:
+    text = thinking if shown else ""
+    return {"type": "thinking", "thinking": text, "signature": signature(thinking)}
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """The bodies of one response."""
@@ -77,16 +108,18 @@ class Message:
     model: str
     stops: tuple[str, ...]
 
-    def full(self, text: str, calls: Sequence[ToolCall], finished: Finished) -> dict[str, Any]:
-        content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-        content += [tool_use(c) for c in calls]
-        reason, sequence = stop(finished, self.stops)
+    def full(self, answer: Answer, show_thinking: bool = True) -> dict[str, Any]:
+        """A whole message: its thinking, its text, its tool calls."""
+        content = [thinking_block(answer.reasoning, show_thinking)] if answer.reasoning else []
+        content += [{"type": "text", "text": answer.text}] if answer.text else []
+        content += [tool_use(c) for c in answer.calls]
+        reason, sequence = stop(answer.finished, self.stops)
         return {
             **self.head(),
             "content": content,
             "stop_reason": reason,
             "stop_sequence": sequence,
-            "usage": usage(finished.usage),
+            "usage": usage(answer.finished.usage),
         }
 
     def head(self) -> dict[str, Any]:
@@ -107,35 +140,75 @@ class Message:
 
 
 class Blocks:
-    """Content blocks of a stream: opens a text block at the first text, closes it
-    before a tool call, and numbers them."""
+    """Content blocks of a stream, event by event: a block opens at the first piece of
+    its kind and closes when another kind begins; they are numbered in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, show_thinking: bool = True) -> None:
         self.index = -1
-        self.text_open = False
+        self._open: str | None = None  # the open block's type
+        self._show_thinking = show_thinking
+        self._thinking: list[str] = []
+        self._sent: dict[int, str] = {}  # a streamed call's arguments sent so far
+
+    def feed(self, item: Event) -> bytes:
+        """The events of a text, thinking or tool call piece; b"" for any other."""
+        if isinstance(item, TextDelta):
+            return self.text(item.text) if item.text else b""
+        if isinstance(item, ReasoningDelta):
+            return self.thinking(item.text) if item.text else b""
+        if isinstance(item, ToolCallStarted):
+            self._sent[item.index] = ""
+            return self._start({"type": "tool_use", "id": item.id, "name": item.name,
+                                "input": {}})  # fmt: skip
+        if isinstance(item, ToolCallArguments):
+            self._sent[item.index] = self._sent.get(item.index, "") + item.text
+            return self._delta({"type": "input_json_delta", "partial_json": item.text})
+        if isinstance(item, ToolCallDelta):
+            return self.call(item.index, item.call)
+        return b""
 
     def text(self, text: str) -> bytes:
-        out = b""
-        if not self.text_open:
-            self.index += 1
-            self.text_open = True
-            block = {"type": "text", "text": ""}
-            out = event("content_block_start", {"index": self.index, "content_block": block})
-        delta = {"type": "text_delta", "text": text}
-        return out + event("content_block_delta", {"index": self.index, "delta": delta})
+        out = b"" if self._open == "text" else self._start({"type": "text", "text": ""})
+        return out + self._delta({"type": "text_delta", "text": text})
 
-    def call(self, call: ToolCall) -> bytes:
-        out = self.close()
-        self.index += 1
-        block = {**tool_use(call), "input": {}}
-        out += event("content_block_start", {"index": self.index, "content_block": block})
-        arguments = json.dumps(tool_use(call)["input"], ensure_ascii=False)
-        delta = {"type": "input_json_delta", "partial_json": arguments}
-        out += event("content_block_delta", {"index": self.index, "delta": delta})
-        return out + event("content_block_stop", {"index": self.index})
+    def thinking(self, text: str) -> bytes:
+        out = b""
+        if self._open != "thinking":
+            out = self._start({"type": "thinking", "thinking": "", "signature": ""})
+        self._thinking.append(text)
+        if not self._show_thinking:
+            return out
+        return out + self._delta({"type": "thinking_delta", "thinking": text})
+
+    def call(self, index: int, call: ToolCall) -> bytes:
+        """A call's end: the rest of its streamed arguments, or the call whole."""
+        sent = self._sent.pop(index, None)
+        if sent is None:
+            out = self._start({**tool_use(call), "input": {}})
+            arguments = json.dumps(tool_use(call)["input"], ensure_ascii=False)
+        else:
+            out, arguments = b"", call.arguments[len(sent) :]
+        if arguments:
+            out += self._delta({"type": "input_json_delta", "partial_json": arguments})
+        return out + self.close()
 
     def close(self) -> bytes:
-        if not self.text_open:
+        """Stop the open block (a thinking block gets its signature first)."""
+        if self._open is None:
             return b""
-        self.text_open = False
-        return event("content_block_stop", {"index": self.index})
+        out = b""
+        if self._open == "thinking":
+            sign = signature("".join(self._thinking))
+            self._thinking = []
+            out = self._delta({"type": "signature_delta", "signature": sign})
+        self._open = None
+        return out + event("content_block_stop", {"index": self.index})
+
+    def _start(self, block: dict[str, Any]) -> bytes:
+        out = self.close()
+        self.index += 1
+        self._open = block["type"]
+        return out + event("content_block_start", {"index": self.index, "content_block": block})
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return event("content_block_delta", {"index": self.index, "delta": delta})

@@ -18,8 +18,7 @@ from server.api.loading import is_streamed, when_loaded
 from server.api.relay import Relay, start
 from server.config import ModelConfig
 from server.engine.handle import ModelEngine
-from server.engine.requests import Failed, Finished, TextDelta, ToolCallDelta
-from server.engine.toolcalls import ToolCallStream
+from server.engine.requests import Failed, Finished
 
 PING_SECONDS = 10.0  # while a long prompt prefills, so proxies and clients keep the stream
 
@@ -42,35 +41,27 @@ async def _messages(request: Request, body: Any, engine: ModelEngine, config: Mo
     parsed = schemas.parse_messages(body, config.sampling, model=config.name)
     gen = parsed.generation
     stream, deadline = await start(request, engine, gen)
-    prompt_tokens = stream.prompt_tokens
-    if gen.tools:
-        stream = ToolCallStream(
-            stream, gen.tools, hub_of(request).metrics, gen.model, parallel=gen.parallel_tool_calls
-        )
     message = render.Message("msg_" + gen.request_id, parsed.model, gen.stop)
     relay = Relay(request, engine, stream, deadline, gen, streamed=parsed.stream)
     if parsed.stream:
-        return relay.stream(_events(relay, message, prompt_tokens))
-    answer = await relay.collect()
-    return JSONResponse(message.full(answer.text, answer.calls, answer.finished))
+        blocks = render.Blocks(parsed.show_thinking)
+        return relay.stream(_events(relay, message, blocks, stream.prompt_tokens))
+    return JSONResponse(message.full(await relay.collect(), parsed.show_thinking))
 
 
-async def _events(relay: Relay, message: render.Message, prompt_tokens: int) -> AsyncGenerator[
-    bytes, None
-]:  # fmt: skip
+async def _events(
+    relay: Relay, message: render.Message, blocks: render.Blocks, prompt_tokens: int
+) -> AsyncGenerator[bytes, None]:
     yield message.start(prompt_tokens)
-    blocks = render.Blocks()
     async for item in relay.events_with_beats(PING_SECONDS):
         if item is None:
             yield render.event("ping", {})
-        elif isinstance(item, TextDelta):
-            yield blocks.text(item.text)
-        elif isinstance(item, ToolCallDelta):
-            yield blocks.call(item.call)
         elif isinstance(item, Finished):
             yield blocks.close() + message.end(item)
         elif isinstance(item, Failed):
             yield render.error_event(item.error)
+        elif out := blocks.feed(item):
+            yield out
 
 
 async def count_tokens(request: Request) -> Response:

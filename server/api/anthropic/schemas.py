@@ -3,8 +3,9 @@
 What each field does here is decided on purpose and listed in docs/anthropic.md:
 fields the model's answer depends on are honoured or refused; fields that only steer
 Anthropic's hosted service (``cache_control``, ``context_management``, ``metadata``,
-``service_tier``, betas) are accepted and change nothing; ``thinking`` and
-``output_config.effort`` have no effect while the model has no reasoning mode.
+``service_tier``, betas) are accepted and change nothing. ``thinking`` and
+``output_config.effort`` steer a reasoning model's thinking: ``enabled`` demands it (a
+model without a reasoning mode refuses), ``adaptive`` (Claude Code's) only allows it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 
 from backends.base import ChatMessage, Constraint, SamplingParams, Tool, ToolCall
 from server.api import fields as f
-from server.api import toolchoice
+from server.api import thinking, toolchoice
+from server.api.anthropic.tools import parse_tools
 from server.api.fields import schema_text
-from server.engine.requests import GenerationRequest
+from server.engine.requests import GenerationRequest, Thinking
 from server.errors import InvalidRequest, UnsupportedParameter
 
 MAX_MESSAGES = 4096
@@ -29,11 +31,14 @@ HOSTED_ONLY = {
     "metadata", "context_management", "service_tier", "cache_control", "container",
     "inference_geo", "speed", "diagnostics", "user_profile_id", "workspace_id",
 }  # fmt: skip
-NO_REASONING = {"thinking"}  # until a model here has a reasoning mode
 FIELDS = {
     "model", "messages", "system", "max_tokens", "stop_sequences", "stream", "temperature",
-    "top_p", "top_k", "tools", "tool_choice", "output_config",
-} | HOSTED_ONLY | NO_REASONING  # fmt: skip
+    "top_p", "top_k", "tools", "tool_choice", "output_config", "thinking",
+} | HOSTED_ONLY  # fmt: skip
+# thinking.type -> the engine's mode: "between_tools" is thinking off (its progress notes
+# between tool calls come as text).
+THINKING_MODES = {"enabled": "on", "disabled": "off", "adaptive": "auto", "between_tools": "off"}
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
 COUNT_FIELDS = FIELDS  # what a count ignores (max_tokens, sampling) is accepted
 # The first system block Claude Code sends: an account header, not instructions. It
 # changes between sessions and would stand before everything a prefix cache reuses.
@@ -46,6 +51,7 @@ class ParsedMessages:
     generation: GenerationRequest
     stream: bool
     model: str  # the name the client asked for, echoed back
+    show_thinking: bool = True  # False: thinking blocks come without their text
 
 
 def parse_messages(body: Any, defaults: SamplingParams, *, model: str) -> ParsedMessages:
@@ -68,8 +74,10 @@ def parse_messages(body: Any, defaults: SamplingParams, *, model: str) -> Parsed
     constraint = _output_format(fields.get("output_config"))
     if constraint is not None:
         gen = replace(gen, sampling=replace(gen.sampling, constraint=constraint))
-    gen = toolchoice.apply(gen, _tools(fields.get("tools"), fields.get("tool_choice")))
-    return ParsedMessages(gen, f.boolean(fields, "stream"), str(fields.get("model")))
+    gen = toolchoice.apply(gen, parse_tools(fields.get("tools"), fields.get("tool_choice")))
+    asked, shown = _thinking(fields)
+    gen = replace(gen, thinking=asked)
+    return ParsedMessages(gen, f.boolean(fields, "stream"), str(fields.get("model")), shown)
 
 
 def parse_count(body: Any) -> tuple[tuple[ChatMessage, ...], tuple[Tool, ...]]:
@@ -77,7 +85,7 @@ def parse_count(body: Any) -> tuple[tuple[ChatMessage, ...], tuple[Tool, ...]]:
     fields = f.as_object(body)
     _check_fields(fields, COUNT_FIELDS)
     _output_format(fields.get("output_config"))
-    choice = _tools(fields.get("tools"), fields.get("tool_choice"))
+    choice = parse_tools(fields.get("tools"), fields.get("tool_choice"))
     return conversation(fields), choice.tools if choice else ()
 
 
@@ -92,14 +100,36 @@ def _check_fields(fields: dict[str, Any], allowed: set[str]) -> None:
     for name in fields:
         if name not in allowed:
             raise UnsupportedParameter(f"{name}: Extra inputs are not permitted", param=name)
-    thinking = fields.get("thinking")
-    if thinking is not None and (
-        not isinstance(thinking, dict)
-        or thinking.get("type") not in ("enabled", "disabled", "adaptive")
-    ):
+    _thinking(fields)
+
+
+def _thinking(fields: dict[str, Any]) -> tuple[Thinking, bool]:
+    """``thinking`` and ``output_config.effort`` as the engine's :class:`Thinking`, and
+    whether thinking is shown (``display: "omitted"`` sends its blocks empty)."""
+    value, config = fields.get("thinking"), fields.get("output_config")
+    level = config.get("effort") if isinstance(config, dict) else None
+    asked = thinking.effort(level, "output_config.effort", EFFORTS)
+    if value is None:
+        return asked, True
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in THINKING_MODES or set(value) - {"type", "budget_tokens", "display"}:
         raise InvalidRequest(
-            "thinking.type must be enabled, disabled or adaptive", param="thinking"
+            'thinking must be {"type": enabled | disabled | adaptive | between_tools}, '
+            "with budget_tokens for enabled and display",
+            param="thinking",
         )
+    if value.get("display") not in (None, "summarized", "omitted"):
+        raise InvalidRequest("thinking.display must be summarized or omitted", param="thinking")
+    budget = value.get("budget_tokens")
+    if kind == "enabled" or budget is not None:
+        budget = f.positive_int({"thinking.budget_tokens": budget}, "thinking.budget_tokens")
+        if budget is None:
+            raise InvalidRequest("thinking.budget_tokens is required for enabled",
+                                 param="thinking")  # fmt: skip
+    mode = THINKING_MODES[kind]
+    effort = None if mode == "off" else asked.effort
+    shown = value.get("display") != "omitted"
+    return Thinking(mode, effort, budget if mode == "on" else None), shown
 
 
 def conversation(fields: dict[str, Any]) -> tuple[ChatMessage, ...]:
@@ -112,7 +142,7 @@ def conversation(fields: dict[str, Any]) -> tuple[ChatMessage, ...]:
         )
     for i, message in enumerate(value):
         out += _message(i, message)
-    if sum(len(m.content) for m in out) > MAX_PROMPT_CHARS:
+    if sum(len(m.content) + len(m.reasoning or "") for m in out) > MAX_PROMPT_CHARS:
         raise InvalidRequest(f"the prompt exceeds {MAX_PROMPT_CHARS} characters", param="messages")
     return tuple(out)
 
@@ -171,13 +201,15 @@ def _message(i: int, value: Any) -> list[ChatMessage]:
 
 
 def _assistant(blocks: list[tuple[int, dict[str, Any]]], param: str) -> ChatMessage:
-    texts, calls = [], []
+    texts, calls, thoughts = [], [], []
     for j, block in blocks:
         where = f"{param}.content[{j}]"
         kind = block.get("type")
-        if kind in ("thinking", "redacted_thinking"):
-            continue  # earlier reasoning is not shown to the model again
-        if kind == "tool_use":
+        if kind == "redacted_thinking":
+            continue  # encrypted by Anthropic: nothing a model here can read
+        if kind == "thinking":
+            thoughts.append(_thinking_block(block, where))
+        elif kind == "tool_use":
             name = toolchoice.check_name(block.get("name"), f"{where}.name")
             if not isinstance(block.get("id"), str) or not isinstance(block.get("input"), dict):
                 raise InvalidRequest(
@@ -186,7 +218,17 @@ def _assistant(blocks: list[tuple[int, dict[str, Any]]], param: str) -> ChatMess
             calls.append(ToolCall(block["id"], name, json.dumps(block["input"])))
         else:
             texts.append(_text_block(block, where))
-    return ChatMessage("assistant", "".join(texts), tuple(calls))
+    reasoning = "".join(thoughts) or None
+    return ChatMessage("assistant", "".join(texts), tuple(calls), reasoning=reasoning)
+
+
+def _thinking_block(block: dict[str, Any], param: str) -> str:
+    """An earlier answer's thinking; its ``signature`` (ours is a checksum, Anthropic's
+    an encryption) is not checked."""
+    text = block.get("thinking")
+    if not isinstance(text, str) or set(block) - {"type", "thinking", "signature", "cache_control"}:
+        raise InvalidRequest(f"'{param}' must be a thinking block", param=param)
+    return text
 
 
 def _tool_result(block: dict[str, Any], param: str) -> ChatMessage:
@@ -205,69 +247,13 @@ def _tool_result(block: dict[str, Any], param: str) -> ChatMessage:
     return ChatMessage("tool", text, tool_call_id=call_id)
 
 
-def _tools(value: Any, choice: Any) -> toolchoice.ToolChoice | None:
-    if value is None or value == []:
-        kind = choice.get("type") if isinstance(choice, dict) else None
-        if choice is not None and kind not in ("auto", "none"):
-            raise InvalidRequest("'tool_choice' needs 'tools'", param="tool_choice")
-        return None
-    if not isinstance(value, list) or len(value) > toolchoice.MAX_TOOLS:
-        raise InvalidRequest(
-            f"'tools' must be an array of at most {toolchoice.MAX_TOOLS}", param="tools"
-        )
-    tools = tuple(_tool(i, t) for i, t in enumerate(value))
-    mode, name, parallel = _choice(choice)
-    return toolchoice.choose(tools, mode, name=name, parallel=parallel)
-
-
-def _tool(i: int, value: Any) -> Tool:
-    param = f"tools[{i}]"
-    if not isinstance(value, dict):
-        raise InvalidRequest(f"'{param}' must be an object", param="tools")
-    if value.get("type", "custom") != "custom":
-        raise UnsupportedParameter(
-            f"{param}: {value.get('type')!r} is a tool Anthropic runs on its servers; this "
-            "server offers the model only custom tools (name, description, input_schema)",
-            param="tools",
-        )
-    if set(value) - {"type", "name", "description", "input_schema", "cache_control", "strict"}:
-        raise InvalidRequest(f"'{param}' has unknown keys", param="tools")
-    name = toolchoice.check_name(value.get("name"), f"{param}.name")
-    description = value.get("description", "")
-    if not isinstance(description, str):
-        raise InvalidRequest(f"'{param}.description' must be a string", param="tools")
-    schema = value.get("input_schema")
-    if not isinstance(schema, dict):
-        raise InvalidRequest(f"'{param}.input_schema' must be a JSON schema", param="tools")
-    return Tool(name, description, schema_text(schema, "tools"))
-
-
-def _choice(value: Any) -> tuple[toolchoice.Mode, str | None, bool]:
-    if value is None:
-        return toolchoice.Mode.AUTO, None, True
-    kind = value.get("type") if isinstance(value, dict) else None
-    modes = {"auto": toolchoice.Mode.AUTO, "any": toolchoice.Mode.ANY,
-             "tool": toolchoice.Mode.NAMED, "none": toolchoice.Mode.NONE}  # fmt: skip
-    if kind not in modes or set(value) - {"type", "name", "disable_parallel_tool_use"}:
-        raise InvalidRequest(
-            "'tool_choice' must be {\"type\": auto | any | tool | none}", param="tool_choice"
-        )
-    parallel = not f.boolean(value, "disable_parallel_tool_use", "tool_choice")
-    name = value.get("name")
-    if kind == "tool" and not isinstance(name, str):
-        raise InvalidRequest("'tool_choice.name' is required for type tool", param="tool_choice")
-    return modes[kind], name, parallel
-
-
 def _output_format(value: Any) -> Constraint | None:
-    """``output_config``: ``effort`` (no effect without reasoning) and ``format``
-    (``{"type": "json_schema", "schema"}``: structured output under a grammar)."""
+    """``output_config``: ``format`` (``{"type": "json_schema", "schema"}``: structured
+    output under a grammar); its ``effort`` is read with ``thinking``."""
     if value is None:
         return None
     if not isinstance(value, dict) or set(value) - {"effort", "format"}:
         raise InvalidRequest("'output_config' takes effort and format", param="output_config")
-    if value.get("effort") not in (None, "low", "medium", "high", "xhigh", "max"):
-        raise InvalidRequest("'output_config.effort' is not a known level", param="output_config")
     fmt = value.get("format")
     if fmt is None:
         return None

@@ -18,6 +18,7 @@ from typing import Any
 
 from backends.base import SAMPLING_RANGES, Constraint, SamplingParams
 from server.api import fields as f
+from server.engine.requests import Thinking
 from server.errors import InvalidRequest, UnsupportedParameter
 
 SAMPLING = {"temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty",
@@ -114,13 +115,16 @@ def parse_keep_alive(value: Any) -> float | None:
     return math.inf if seconds < 0 else seconds
 
 
-def check_think(value: Any, model: str) -> None:
-    """No model here has a thinking mode: asking for one is refused, as Ollama refuses it
-    for a model without one."""
-    if value is None or value is False:
-        return
-    if value is True or value in ("low", "medium", "high"):
-        raise InvalidRequest(f'"{model}" does not support thinking', param="think")
+def parse_think(value: Any) -> Thinking:
+    """``think``: ``true`` or a level (``low``, ``medium``, ``high``) demands thinking, so
+    a model without a reasoning mode refuses it, as Ollama does; ``false`` asks for none;
+    absent leaves it to the model."""
+    if value is None:
+        return Thinking()
+    if isinstance(value, bool):
+        return Thinking("on" if value else "off")
+    if value in ("low", "medium", "high"):
+        return Thinking("on", value)
     raise InvalidRequest("'think' must be a boolean or low, medium or high", param="think")
 
 

@@ -6,6 +6,9 @@ durations in nanoseconds: ``prompt_eval_count`` is the whole prompt, cached pref
 included; ``load_duration`` is the wait for the model to load (0 when it was loaded);
 ``prompt_eval_duration`` runs from then to the first output (queueing and prefill),
 ``eval_duration`` from there to the end.
+
+The model's reasoning is ``thinking`` (on the ``message`` of a chat, beside ``response``
+on a generate), streamed in pieces as the text is; tool calls come whole.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ from typing import Any
 
 from backends.base import ToolCall
 from server.api.toolchoice import arguments_object
-from server.engine.requests import Finished, FinishReason
+from server.engine.requests import (
+    Event,
+    Finished,
+    FinishReason,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+)
 from server.errors import HearthError
 
 MEDIA_TYPE = "application/x-ndjson"
@@ -65,13 +75,27 @@ class Reply:
     def head(self) -> dict[str, Any]:
         return {"model": self.model, "created_at": now()}
 
-    def piece(self, text: str, calls: Sequence[ToolCall] = ()) -> dict[str, Any]:
+    def piece(
+        self, text: str, calls: Sequence[ToolCall] = (), thinking: str = ""
+    ) -> dict[str, Any]:
+        said = {"thinking": thinking} if thinking else {}
         if not self.chat:
-            return {**self.head(), "response": text}
-        message: dict[str, Any] = {"role": "assistant", "content": text}
+            return {**self.head(), "response": text, **said}
+        message: dict[str, Any] = {"role": "assistant", "content": text, **said}
         if calls:
             message["tool_calls"] = [tool_call(i, c) for i, c in enumerate(calls)]
         return {**self.head(), "message": message}
+
+    def feed(self, event: Event) -> bytes:
+        """The line of a piece of text or thinking, or of a whole call; b"" for any other
+        event (a call's streamed pieces among them)."""
+        if isinstance(event, TextDelta):
+            return self.part(event.text)
+        if isinstance(event, ReasoningDelta):
+            return line({**self.piece("", thinking=event.text), "done": False})
+        if isinstance(event, ToolCallDelta):
+            return self.call(event.index, event.call)
+        return b""
 
     def part(self, text: str) -> bytes:
         return line({**self.piece(text), "done": False})
@@ -86,12 +110,13 @@ class Reply:
         first_output: float | None,
         text: str = "",
         calls: Sequence[ToolCall] = (),
+        thinking: str = "",
     ) -> dict[str, Any]:
         end = time.monotonic()
         first = first_output or end
         usage = finished.usage
         return {
-            **self.piece(text, calls),
+            **self.piece(text, calls, thinking),
             "done": True,
             "done_reason": done_reason(finished),
             "total_duration": _ns(end - self.began),

@@ -19,8 +19,7 @@ from server.api.ollama import render, schemas
 from server.api.ollama.catalogue import find
 from server.api.relay import Relay, start
 from server.engine.hub import ModelHub
-from server.engine.requests import Failed, Finished, TextDelta, ToolCallDelta
-from server.engine.toolcalls import ToolCallStream
+from server.engine.requests import Failed, Finished
 
 # The Ollama release whose API this follows; clients compare it to enable features.
 OLLAMA_VERSION = "0.12.0"
@@ -51,16 +50,12 @@ async def _answer(
     loaded = time.monotonic()
     gen = replace(parsed.generation, arrival=loaded)  # its timeouts start once it can run
     stream, deadline = await start(request, engine, gen)
-    if gen.tools:
-        stream = ToolCallStream(
-            stream, gen.tools, hub.metrics, gen.model, parallel=gen.parallel_tool_calls
-        )
     reply = render.Reply(parsed.model, chat, began, loaded)
     relay = Relay(request, engine, stream, deadline, gen, streamed=parsed.stream)
     if parsed.stream:
         return relay.stream(_lines(relay, reply), render.MEDIA_TYPE)
-    answer = await relay.collect()
-    return JSONResponse(reply.last(answer.finished, relay.first_output, answer.text, answer.calls))
+    a = await relay.collect()
+    return JSONResponse(reply.last(a.finished, relay.first_output, a.text, a.calls, a.reasoning))
 
 
 async def _load_only(
@@ -82,14 +77,12 @@ async def _load_only(
 
 async def _lines(relay: Relay, reply: render.Reply) -> AsyncGenerator[bytes, None]:
     async for event in relay.events():
-        if isinstance(event, TextDelta):
-            yield reply.part(event.text)
-        elif isinstance(event, ToolCallDelta):
-            yield reply.call(event.index, event.call)
-        elif isinstance(event, Finished):
+        if isinstance(event, Finished):
             yield render.line(reply.last(event, relay.first_output))
         elif isinstance(event, Failed):
             yield render.error_line(event.error)
+        elif out := reply.feed(event):
+            yield out
 
 
 async def version(request: Request) -> Response:

@@ -101,7 +101,7 @@ def _fields(body: Any, allowed: set[str]) -> dict[str, Any]:
         if name not in allowed:
             raise UnsupportedParameter(f"unknown field {name!r}", param=name)
     o.check_refused(fields)
-    o.check_think(fields.get("think"), str(fields.get("model")))
+    o.parse_think(fields.get("think"))
     return fields
 
 
@@ -135,6 +135,7 @@ def _generation(
         constraint_param="format",
         context_limit=opts.context_limit,
         keep_alive=o.parse_keep_alive(fields.get("keep_alive")),
+        thinking=o.parse_think(fields.get("think")),
         **prompt,
     )
 
@@ -157,17 +158,19 @@ def _message(i: int, value: Any) -> ChatMessage:
     if role not in _ROLES:
         raise InvalidRequest(f"'{param}.role' must be one of {', '.join(_ROLES)}", param=param)
     o.check_refused(value)  # images
-    content = _text(value, "content")  # earlier "thinking" is not shown to the model again
+    content, thinking = _text(value, "content"), _text(value, "thinking")
     if role == "tool":
         call_id, name = _text(value, "tool_call_id"), _text(value, "tool_name")
         return ChatMessage("tool", content, tool_call_id=call_id or None, name=name or None)
+    reasoning = thinking if role == "assistant" and thinking else None  # an earlier answer's
     calls = value.get("tool_calls")
     if calls is None or calls == []:
-        return ChatMessage(role, content)
+        return ChatMessage(role, content, reasoning=reasoning)
     if role != "assistant" or not isinstance(calls, list):
         raise InvalidRequest(f"'{param}.tool_calls' must be an assistant's array", param=param)
     return ChatMessage(role, content, tuple(_call(f"{param}.tool_calls[{j}]", c)
-                                            for j, c in enumerate(calls)))  # fmt: skip
+                                            for j, c in enumerate(calls)),
+                       reasoning=reasoning)  # fmt: skip
 
 
 def _call(param: str, value: Any) -> ToolCall:

@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from server.api.body import hub_of, read_json
 from server.api.openai import schemas
+from server.api.openai.messages import MAX_PROMPT_CHARS
 from server.api.openai.render import sse, sse_error
 from server.api.relay import Relay, start
 from server.engine.requests import (
@@ -98,9 +99,9 @@ def _extra(value: Any) -> tuple[tuple[str, str], ...]:
                 param="input_extra",
             )
         chunks.append((filename, text))
-    if sum(len(f) + len(t) for f, t in chunks) > schemas.MAX_PROMPT_CHARS:
+    if sum(len(f) + len(t) for f, t in chunks) > MAX_PROMPT_CHARS:
         raise InvalidRequest(
-            f"'input_extra' exceeds {schemas.MAX_PROMPT_CHARS} characters", param="input_extra"
+            f"'input_extra' exceeds {MAX_PROMPT_CHARS} characters", param="input_extra"
         )
     return tuple(chunks)
 

@@ -13,17 +13,10 @@ from starlette.routing import Route
 from server.api.body import hub_of, read_json
 from server.api.loading import Handler, is_streamed, when_loaded
 from server.api.openai import schemas
-from server.api.openai.render import DONE, Shape, sse_error
+from server.api.openai.render import DONE, Chunks, Shape, sse_error
 from server.api.relay import Relay, start
 from server.config import ModelConfig
 from server.engine.handle import ModelEngine
-from server.engine.requests import (
-    Failed,
-    Finished,
-    TextDelta,
-    ToolCallDelta,
-)
-from server.engine.toolcalls import ToolCallStream
 from server.errors import HearthError
 
 
@@ -65,32 +58,23 @@ async def _generate(
 ) -> Response:
     gen = parsed.generation
     stream, deadline = await start(request, engine, gen)
-    if gen.tools:
-        metrics, parallel = hub_of(request).metrics, gen.parallel_tool_calls
-        stream = ToolCallStream(stream, gen.tools, metrics, gen.model, parallel=parallel)
     shape = Shape.for_request(gen.request_id, gen.model, chat=chat)
     relay = Relay(request, engine, stream, deadline, gen, streamed=parsed.stream)
     if parsed.stream:
-        return relay.stream(_sse(relay, shape, parsed.include_usage))
+        return relay.stream(_sse(relay, Chunks(shape, parsed.include_usage)))
     answer = await relay.collect()
     end = answer.finished
-    return JSONResponse(shape.full(answer.text, end.reason.value, end.usage, answer.calls))
+    return JSONResponse(
+        shape.full(answer.text, end.reason.value, end.usage, answer.calls, answer.reasoning)
+    )
 
 
-async def _sse(relay: Relay, shape: Shape, include_usage: bool) -> AsyncGenerator[bytes, None]:
+async def _sse(relay: Relay, chunks: Chunks) -> AsyncGenerator[bytes, None]:
     """The SSE body; the response closes the relay (see Relay.stream)."""
-    yield shape.chunk("", role=True)
+    yield chunks.start()
     async for event in relay.events():
-        if isinstance(event, TextDelta):
-            yield shape.chunk(event.text)
-        elif isinstance(event, ToolCallDelta):
-            yield shape.tool_call_chunks(event.index, event.call)
-        elif isinstance(event, Finished):
-            yield shape.chunk(None, event.reason.value)
-            if include_usage:
-                yield shape.usage_chunk(event.usage)
-        elif isinstance(event, Failed):
-            yield sse_error(event.error)
+        if out := chunks.feed(event):
+            yield out
     yield DONE
 
 

@@ -11,17 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from backends.base import ChatMessage, SamplingParams
+from backends.base import SamplingParams
 from server.api import fields as f
-from server.api import toolchoice
+from server.api import thinking, toolchoice
 from server.api.openai.formats import parse_response_format
-from server.api.openai.tools import parse_tool_calls, parse_tools
+from server.api.openai.messages import MAX_PROMPT_CHARS, parse_messages
+from server.api.openai.tools import parse_tools
 from server.engine.requests import INTERACTIVE, Fim, GenerationRequest
 from server.errors import InvalidRequest, UnsupportedParameter
 
-MAX_MESSAGES = 1024
-# All message text (or a completion prompt) together; the 8 MiB body limit bounds it too.
-MAX_PROMPT_CHARS = 8 * 1024 * 1024
 MAX_LOGIT_BIAS = 1024
 MAX_TOP_LOGPROBS = 20
 MAX_TOKEN_ID = 2**31 - 1
@@ -35,9 +33,8 @@ _COMMON = _SAMPLING_FIELDS | {
 }  # fmt: skip
 CHAT_FIELDS = _COMMON | {
     "messages", "max_completion_tokens", "top_logprobs", "logit_bias", "tools", "tool_choice",
-    "parallel_tool_calls",
+    "parallel_tool_calls", "reasoning_effort", "chat_template_kwargs",
 }  # fmt: skip
-_ROLE_KEYS = {"assistant": {"tool_calls"}, "tool": {"tool_call_id"}}
 COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix", "best_of"}
 # Known OpenAI fields we cannot honour yet: a clear 400 rather than silence.
 _UNSUPPORTED = {
@@ -47,7 +44,6 @@ _UNSUPPORTED = {
     "modalities": "only text output is supported",
     "prediction": "predicted outputs are not supported",
 }
-_ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +58,7 @@ def parse_chat(
 ) -> ParsedRequest:
     fields = f.as_object(body)
     _check_fields(fields, CHAT_FIELDS)
-    messages = _messages(fields.get("messages"))
+    messages = parse_messages(fields.get("messages"))
     max_tokens = f.positive_int(fields, "max_completion_tokens") or f.positive_int(
         fields, "max_tokens"
     )
@@ -75,7 +71,20 @@ def parse_chat(
         fields.get("tools"), fields.get("tool_choice"), fields.get("parallel_tool_calls")
     )
     parsed = _parsed(fields, defaults, model, max_tokens, messages=messages)
-    return replace(parsed, generation=toolchoice.apply(parsed.generation, choice))
+    gen = replace(parsed.generation, **_thinking(fields))
+    return replace(parsed, generation=toolchoice.apply(gen, choice))
+
+
+def _thinking(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``reasoning_effort`` and ``chat_template_kwargs`` (whose ``enable_thinking``
+    turns thinking on or off), as the request's ``thinking`` and ``template_kwargs``."""
+    kwargs = fields.get("chat_template_kwargs")
+    pairs = thinking.template_kwargs(kwargs)
+    asked = thinking.effort(fields.get("reasoning_effort"), "reasoning_effort")
+    enabled = kwargs.get("enable_thinking") if kwargs else None
+    name = "chat_template_kwargs.enable_thinking"
+    asked = thinking.switched(asked, enabled, name, "chat_template_kwargs")
+    return {"thinking": asked, "template_kwargs": pairs}
 
 
 def parse_completion(body: Any, defaults: SamplingParams, *, model: str) -> ParsedRequest:
@@ -157,71 +166,6 @@ def _check_fields(fields: Mapping[str, Any], allowed: set[str]) -> None:
             raise UnsupportedParameter(f"'{name}': {_UNSUPPORTED[name]}", param=name)
         if name not in allowed and name not in _UNSUPPORTED:
             raise UnsupportedParameter(f"unrecognized request argument: '{name}'", param=name)
-
-
-def _messages(value: Any) -> tuple[ChatMessage, ...]:
-    if value is None:
-        raise InvalidRequest(
-            "'messages' is required", param="messages", code="missing_required_parameter"
-        )
-    if not isinstance(value, list) or not value:
-        raise InvalidRequest("'messages' must be a non-empty array", param="messages")
-    if len(value) > MAX_MESSAGES:
-        raise InvalidRequest(
-            f"'messages' allows at most {MAX_MESSAGES} messages", param="messages", code="too_long"
-        )
-    messages = tuple(_message(i, m) for i, m in enumerate(value))
-    if sum(len(m.content) for m in messages) > MAX_PROMPT_CHARS:
-        raise InvalidRequest(
-            f"the messages exceed {MAX_PROMPT_CHARS} characters in all",
-            param="messages",
-            code="too_long",
-        )
-    return messages
-
-
-def _message(i: int, value: Any) -> ChatMessage:
-    param = f"messages[{i}]"
-    if not isinstance(value, dict):
-        raise InvalidRequest(f"'{param}' must be an object", param=param)
-    role = value.get("role")
-    if role not in _ROLES:
-        allowed = ", ".join(sorted(_ROLES))
-        raise InvalidRequest(f"'{param}.role' must be one of {allowed}", param=f"{param}.role")
-    keys = {"role", "content", "name"} | _ROLE_KEYS.get(role, set())
-    for key in value:
-        if key not in keys:
-            raise UnsupportedParameter(f"'{param}.{key}' is not supported", param=f"{param}.{key}")
-    role = "system" if role == "developer" else role
-    calls = value.get("tool_calls")
-    if role == "assistant" and calls is not None:
-        content = value.get("content")
-        text = "" if content is None else _content(content, f"{param}.content")
-        return ChatMessage(role, text, parse_tool_calls(calls, f"{param}.tool_calls"))
-    call_id = value.get("tool_call_id")
-    if role == "tool" and not isinstance(call_id, str):
-        raise InvalidRequest(f"'{param}.tool_call_id' must be a string", param=param)
-    name = value.get("name") if isinstance(value.get("name"), str) else None
-    content = _content(value.get("content"), f"{param}.content")
-    return ChatMessage(role, content, tool_call_id=call_id, name=name)
-
-
-def _content(value: Any, param: str) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        parts = []
-        for j, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") != "text":
-                raise UnsupportedParameter(
-                    f"'{param}[{j}]': only text content parts are supported", param=param
-                )
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise InvalidRequest(f"'{param}[{j}].text' must be a string", param=param)
-            parts.append(text)
-        return "".join(parts)
-    raise InvalidRequest(f"'{param}' must be a string or an array of text parts", param=param)
 
 
 def check_top_logprobs(value: Any) -> int | None:

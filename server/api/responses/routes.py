@@ -10,15 +10,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.api.body import hub_of, read_json
+from server.api.body import read_json
 from server.api.loading import is_streamed, when_loaded
 from server.api.relay import Relay, start
 from server.api.responses import render, schemas
 from server.api.responses.store import ResponseStore, Stored
 from server.config import ModelConfig
 from server.engine.handle import ModelEngine
-from server.engine.requests import Failed, Finished, TextDelta, ToolCallDelta
-from server.engine.toolcalls import ToolCallStream
+from server.engine.requests import Failed, Finished
 
 KEEP_ALIVE_SECONDS = 10.0
 NOT_OFFERED = "hearth-tools-not-offered"  # the hosted tools left out, comma-separated
@@ -51,9 +50,6 @@ async def _create(request: Request, body: Any, engine: ModelEngine, config: Mode
     parsed = schemas.parse(body, config.sampling, model=config.name, history=history)
     gen = parsed.generation
     stream, deadline = await start(request, engine, gen)
-    if gen.tools:
-        stream = ToolCallStream(stream, gen.tools, hub_of(request).metrics, gen.model,
-                                parallel=gen.parallel_tool_calls)  # fmt: skip
     tools = [{"type": "function", "name": t.name, "description": t.description,
               "parameters": _json(t.parameters), "strict": False} for t in gen.tools]  # fmt: skip
     response = render.Response(config.name, parsed.echo, tools, gen.parallel_tool_calls)
@@ -64,8 +60,7 @@ async def _create(request: Request, body: Any, engine: ModelEngine, config: Mode
         sse = relay.stream(_events(relay, response, keep))
         sse.headers.update(headers)
         return sse
-    answer = await relay.collect()
-    whole = render.whole(response, answer.text, answer.calls, answer.finished)
+    whole = render.whole(response, await relay.collect())
     keep(whole)
     return JSONResponse(whole, headers=headers)
 
@@ -84,26 +79,17 @@ def _keeper(request: Request, parsed: schemas.ParsedResponse, history: tuple[Any
 async def _events(relay: Relay, response: render.Response, keep: Any) -> AsyncGenerator[
     bytes, None
 ]:  # fmt: skip
-    yield response.event("response.created", response=response.body("in_progress"))
-    yield response.event("response.in_progress", response=response.body("in_progress"))
     output = render.Output(response)
+    yield output.start()
     async for item in relay.events_with_beats(KEEP_ALIVE_SECONDS):
         if item is None:
             yield b": keep-alive\n\n"
-        elif isinstance(item, TextDelta):
-            if item.text:
-                yield output.text(item.text)
-        elif isinstance(item, ToolCallDelta):
-            yield output.call(item.call)
-        elif isinstance(item, Finished):
-            closing = output.close_text()
-            body = response.body("completed", output.items, item)
-            keep(body)
-            name = "response.completed" if body["status"] == "completed" else "response.incomplete"
-            yield closing + response.event(name, response=body)
-        elif isinstance(item, Failed):
-            body = response.body("failed", output.items, error=item.error)
-            yield output.close_text() + response.event("response.failed", response=body)
+        elif isinstance(item, Finished | Failed):
+            out, body = output.end(item)
+            keep(body)  # a failed response is not kept
+            yield out
+        elif out := output.feed(item):
+            yield out
 
 
 async def retrieve(request: Request) -> Response:

@@ -11,11 +11,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from backends.base import ChatMessage, Constraint, SamplingParams, Tool, ToolCall
+from backends.base import ChatMessage, Constraint, SamplingParams, ToolCall
 from server.api import fields as f
-from server.api import toolchoice
+from server.api import thinking, toolchoice
 from server.api.openai.formats import parse_response_format
-from server.engine.requests import GenerationRequest
+from server.api.responses.tools import parse_choice, parse_tools
+from server.engine.requests import GenerationRequest, Thinking
 from server.errors import InvalidRequest, UnsupportedParameter
 
 MAX_ITEMS = 4096
@@ -26,19 +27,16 @@ HOSTED_ONLY = {
     "prompt_cache_key", "client_metadata", "safety_identifier", "user", "metadata",
     "service_tier", "include", "prompt_cache_retention", "stream_options",
 }  # fmt: skip
-NO_REASONING = {"reasoning"}  # until a model here has a reasoning mode
 FIELDS = {
     "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls",
     "max_output_tokens", "temperature", "top_p", "text", "store", "previous_response_id",
-    "stream", "truncation", "background", "max_tool_calls", "top_logprobs",
-} | HOSTED_ONLY | NO_REASONING  # fmt: skip
+    "stream", "truncation", "background", "max_tool_calls", "top_logprobs", "reasoning",
+} | HOSTED_ONLY  # fmt: skip
+# reasoning's keys: effort is honoured; the rest steer OpenAI's models only (a summary
+# is never written: the reasoning comes whole, as reasoning_text).
+REASONING_KEYS = {"effort", "summary", "generate_summary", "context", "mode"}
+SUMMARIES = (None, "auto", "concise", "detailed")
 INCLUDE_OK = {"reasoning.encrypted_content"}  # what may be asked for and is never there
-# Tools OpenAI runs on its own servers: never offered to the model here.
-HOSTED_TOOLS = {
-    "web_search", "web_search_preview", "web_search_2025_08_26", "file_search",
-    "code_interpreter", "image_generation", "computer_use_preview", "computer_use", "mcp",
-    "local_shell", "tool_search",
-}  # fmt: skip
 _TEXT_PARTS = {"input_text", "output_text", "text", "summary_text", "refusal"}
 
 
@@ -69,22 +67,25 @@ def parse(
     new_input = items(fields.get("input"))
     system = (ChatMessage("system", instructions),) if instructions else ()
     messages = system + history + new_input
-    if sum(len(m.content) for m in messages) > MAX_PROMPT_CHARS:
+    if sum(len(m.content) + len(m.reasoning or "") for m in messages) > MAX_PROMPT_CHARS:
         raise InvalidRequest(f"the input exceeds {MAX_PROMPT_CHARS} characters", param="input")
     gen = GenerationRequest(
         request_id=f.request_id(), model=model, sampling=f.sampling(fields, defaults, RANGES),
         max_tokens=f.positive_int(fields, "max_output_tokens"), max_tokens_is_ceiling=True,
         stop=(), arrival=time.monotonic(), messages=messages,
+        thinking=_reasoning(fields.get("reasoning")),
     )  # fmt: skip
     constraint = _text_format(fields.get("text"))
     if constraint is not None:
         gen = replace(gen, sampling=replace(gen.sampling, constraint=constraint))
         gen = replace(gen, constraint_param="text")
-    tools, not_offered = _tools(fields.get("tools"))
-    gen = toolchoice.apply(gen, _choice(tools, fields))
+    tools, not_offered = parse_tools(fields.get("tools"))
+    gen = toolchoice.apply(gen, parse_choice(tools, fields))
     echoed = ("instructions", "max_output_tokens", "metadata", "previous_response_id",
               "temperature", "top_p")  # fmt: skip
     echo = {k: fields.get(k) for k in echoed}
+    asked = fields.get("reasoning") or {}
+    echo["reasoning"] = {"effort": asked.get("effort"), "summary": asked.get("summary")}
     return ParsedResponse(
         gen, f.boolean(fields, "stream"), fields.get("store", True) is not False,
         _previous(fields.get("previous_response_id")), instructions or None, new_input,
@@ -111,6 +112,20 @@ def _previous(value: Any) -> str | None:
             "'previous_response_id' must be a string", param="previous_response_id"
         )
     return value
+
+
+def _reasoning(value: Any) -> Thinking:
+    """``reasoning``: its ``effort`` steers the model's thinking."""
+    if value is None:
+        return Thinking()
+    if not isinstance(value, dict) or set(value) - REASONING_KEYS:
+        keys = ", ".join(sorted(REASONING_KEYS))
+        raise InvalidRequest(f"'reasoning' takes {keys}", param="reasoning")
+    for key in ("summary", "generate_summary"):
+        if value.get(key) not in SUMMARIES:
+            raise InvalidRequest(f"'reasoning.{key}' must be auto, concise or detailed",
+                                 param="reasoning")  # fmt: skip
+    return thinking.effort(value.get("effort"), "reasoning.effort")
 
 
 def _refuse_unhonoured(fields: dict[str, Any]) -> None:
@@ -144,7 +159,13 @@ def items(value: Any) -> tuple[ChatMessage, ...]:
     out: list[ChatMessage] = []
     for i, item in enumerate(value):
         _item(out, i, item)
-    return tuple(out)
+    return tuple(replace(m, reasoning=m.reasoning or None) for m in out if not _thought_only(m))
+
+
+def _thought_only(message: ChatMessage) -> bool:
+    """An assistant turn of reasoning alone: reasoning items no message or call has
+    followed yet."""
+    return message.reasoning is not None and not (message.content or message.tool_calls)
 
 
 def _item(out: list[ChatMessage], i: int, item: Any) -> None:
@@ -158,7 +179,11 @@ def _item(out: list[ChatMessage], i: int, item: Any) -> None:
         if role not in ("user", "assistant", "system"):
             raise InvalidRequest(f"'{param}.role' must be user, assistant, system or developer",
                                  param="input")  # fmt: skip
-        out.append(ChatMessage(role, _text(item.get("content"), f"{param}.content")))
+        text = _text(item.get("content"), f"{param}.content")
+        if role == "assistant" and out and _thought_only(out[-1]):  # its reasoning came first
+            out[-1] = replace(out[-1], content=text)
+        else:
+            out.append(ChatMessage(role, text))
     elif kind == "function_call":
         name, call_id, arguments = item.get("name"), item.get("call_id"), item.get("arguments")
         if not (isinstance(name, str) and isinstance(call_id, str) and isinstance(arguments, str)):
@@ -179,9 +204,33 @@ def _item(out: list[ChatMessage], i: int, item: Any) -> None:
             raise InvalidRequest(f"'{param}.call_id' must be a string", param="input")
         out.append(ChatMessage("tool", _text(item.get("output"), f"{param}.output"),
                                tool_call_id=call_id))  # fmt: skip
-    elif kind != "reasoning":  # earlier reasoning is not shown to the model again
+    elif kind == "reasoning":  # the reasoning of the assistant turn that follows
+        thought = _reasoning_text(item, param)
+        if out and _thought_only(out[-1]):
+            joined = "\n\n".join(t for t in (out[-1].reasoning, thought) if t)
+            out[-1] = replace(out[-1], reasoning=joined)
+        else:
+            out.append(ChatMessage("assistant", "", reasoning=thought))
+    else:
         raise UnsupportedParameter(f"'{param}': input items of type {kind!r} are not supported",
                                    param="input")  # fmt: skip
+
+
+def _reasoning_text(item: dict[str, Any], param: str) -> str:
+    """A reasoning item's text: its ``content`` (``reasoning_text`` parts), or where it
+    has none its ``summary`` (``summary_text``); ``encrypted_content`` is OpenAI's own."""
+    texts = {}
+    for key, part_type in (("content", "reasoning_text"), ("summary", "summary_text")):
+        parts = item.get(key) or []
+        ok = isinstance(parts, list) and all(
+            isinstance(p, dict) and p.get("type") == part_type and isinstance(p.get("text"), str)
+            for p in parts
+        )
+        if not ok:
+            raise InvalidRequest(f"'{param}.{key}' must be an array of {part_type} parts",
+                                 param="input")  # fmt: skip
+        texts[key] = "\n\n".join(p["text"] for p in parts)
+    return texts["content"] or texts["summary"]
 
 
 def _text(content: Any, param: str) -> str:
@@ -201,65 +250,6 @@ def _text(content: Any, param: str) -> str:
             raise InvalidRequest(f"'{param}[{j}]' must be a text part", param="input")
         texts.append(part.get("text", part.get("refusal")))
     return "".join(texts)
-
-
-def _tools(value: Any) -> tuple[tuple[Tool, ...], tuple[str, ...]]:
-    if value is None:
-        return (), ()
-    if not isinstance(value, list):
-        raise InvalidRequest("'tools' must be an array", param="tools")
-    tools: list[Tool] = []
-    hosted: list[str] = []
-    for i, tool in enumerate(value):
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind in HOSTED_TOOLS:
-            hosted.append(kind)
-        elif kind == "namespace":
-            space = toolchoice.check_name(tool.get("name"), f"tools[{i}].name")
-            inner = tool.get("tools")
-            if not isinstance(inner, list):
-                raise InvalidRequest(f"'tools[{i}].tools' must be an array", param="tools")
-            tools += [_function(f"tools[{i}].tools[{j}]", t, space) for j, t in enumerate(inner)]
-        elif kind == "function":
-            tools.append(_function(f"tools[{i}]", tool))
-        else:
-            raise UnsupportedParameter(f"'tools[{i}]': tools of type {kind!r} are not supported",
-                                       param="tools")  # fmt: skip
-    if len(tools) > toolchoice.MAX_TOOLS:
-        raise InvalidRequest(f"at most {toolchoice.MAX_TOOLS} tools", param="tools")
-    return tuple(tools), tuple(hosted)
-
-
-def _function(param: str, tool: Any, namespace: str | None = None) -> Tool:
-    if not isinstance(tool, dict) or tool.get("type") != "function":
-        raise UnsupportedParameter(f"'{param}' must be a function tool", param="tools")
-    name = toolchoice.check_name(tool.get("name"), f"{param}.name")
-    description = tool.get("description") or ""
-    if not isinstance(description, str):
-        raise InvalidRequest(f"'{param}.description' must be a string", param="tools")
-    parameters = tool.get("parameters") or {"type": "object", "properties": {}}
-    full = f"{namespace}.{name}" if namespace else name
-    return Tool(full, description, f.schema_text(parameters, "tools"))
-
-
-def _choice(tools: tuple[Tool, ...], fields: dict[str, Any]) -> toolchoice.ToolChoice | None:
-    choice = fields.get("tool_choice")
-    parallel = fields.get("parallel_tool_calls") is not False
-    if not tools:
-        if choice not in (None, "auto", "none"):
-            raise InvalidRequest("'tool_choice' needs 'tools'", param="tool_choice")
-        return None
-    modes = {None: toolchoice.Mode.AUTO, "auto": toolchoice.Mode.AUTO,
-             "none": toolchoice.Mode.NONE, "required": toolchoice.Mode.ANY}  # fmt: skip
-    if isinstance(choice, str | None) and choice in modes:
-        return toolchoice.choose(tools, modes[choice], parallel=parallel)
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        name = choice.get("name")
-        return toolchoice.choose(tools, toolchoice.Mode.NAMED, name=name, parallel=parallel)
-    raise UnsupportedParameter(
-        '\'tool_choice\' must be auto, none, required or {"type": "function", "name"}',
-        param="tool_choice",
-    )
 
 
 def _text_format(value: Any) -> Constraint | None:
