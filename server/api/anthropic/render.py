@@ -38,7 +38,6 @@ from server.engine.requests import (
     ToolCallStarted,
     Usage,
 )
-from server.engine.toolcalls import CALL_CLOSE
 from server.errors import HearthError
 
 # HTTP status -> Anthropic's error type.
@@ -73,13 +72,14 @@ def usage(u: Usage) -> dict[str, int]:
 
 
 def stop(finished: Finished, stops: Sequence[str]) -> tuple[str, str | None]:
-    """``stop_reason`` and ``stop_sequence``."""
+    """``stop_reason`` and ``stop_sequence``; ``stops`` are the client's own (not the
+    end of a call that ends a request allowed one call)."""
     if finished.reason is FinishReason.TOOL_CALLS:
         return "tool_use", None
     if finished.reason is FinishReason.LENGTH:
         return "max_tokens", None
     matched = finished.stop_sequence
-    if matched is not None and matched != CALL_CLOSE and matched in stops:
+    if matched is not None and matched in stops:
         return "stop_sequence", matched
     return "end_turn", None
 
@@ -106,7 +106,7 @@ class Message:
 
     id: str
     model: str
-    stops: tuple[str, ...]
+    stops: tuple[str, ...]  # the client's stop_sequences
 
     def full(self, answer: Answer, show_thinking: bool = True) -> dict[str, Any]:
         """A whole message: its thinking, its text, its tool calls."""

@@ -41,7 +41,7 @@ async def _messages(request: Request, body: Any, engine: ModelEngine, config: Mo
     parsed = schemas.parse_messages(body, config.sampling, model=config.name)
     gen = parsed.generation
     stream, deadline = await start(request, engine, gen)
-    message = render.Message("msg_" + gen.request_id, parsed.model, gen.stop)
+    message = render.Message("msg_" + gen.request_id, parsed.model, parsed.stop_sequences)
     relay = Relay(request, engine, stream, deadline, gen, streamed=parsed.stream)
     if parsed.stream:
         blocks = render.Blocks(parsed.show_thinking)

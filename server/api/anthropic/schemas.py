@@ -51,6 +51,7 @@ class ParsedMessages:
     generation: GenerationRequest
     stream: bool
     model: str  # the name the client asked for, echoed back
+    stop_sequences: tuple[str, ...] = ()  # the client's, without a call's end added
     show_thinking: bool = True  # False: thinking blocks come without their text
 
 
@@ -61,13 +62,14 @@ def parse_messages(body: Any, defaults: SamplingParams, *, model: str) -> Parsed
     if max_tokens is None:
         raise InvalidRequest("'max_tokens' is required", param="max_tokens")
     sampling = f.sampling(fields, defaults, RANGES)
+    stops = f.stop_strings(fields.get("stop_sequences"), "stop_sequences")
     gen = GenerationRequest(
         request_id=f.request_id(),
         model=model,
         sampling=sampling,
         max_tokens=max_tokens,
         max_tokens_is_ceiling=True,
-        stop=f.stop_strings(fields.get("stop_sequences"), "stop_sequences"),
+        stop=stops,
         arrival=time.monotonic(),
         messages=conversation(fields),
     )
@@ -77,7 +79,8 @@ def parse_messages(body: Any, defaults: SamplingParams, *, model: str) -> Parsed
     gen = toolchoice.apply(gen, parse_tools(fields.get("tools"), fields.get("tool_choice")))
     asked, shown = _thinking(fields)
     gen = replace(gen, thinking=asked)
-    return ParsedMessages(gen, f.boolean(fields, "stream"), str(fields.get("model")), shown)
+    streamed, name = f.boolean(fields, "stream"), str(fields.get("model"))
+    return ParsedMessages(gen, streamed, name, stops, shown)
 
 
 def parse_count(body: Any) -> tuple[tuple[ChatMessage, ...], tuple[Tool, ...]]:
