@@ -1,11 +1,14 @@
 """Which tools a request offers the model and whether it must call one: the part of
 ``tools`` / ``tool_choice`` that every dialect shares once its own shape is parsed.
 
-The model writes a call as ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``
-(Qwen2.5 and Hermes-style templates; parsed by :mod:`server.engine.toolcalls`). A forced
-call (OpenAI's ``required`` or a named function, Anthropic's ``any`` or ``tool``) is such
-a call under a grammar; ``none`` leaves the tools out of the prompt. With parallel calls
-off, the request stops at the first ``</tool_call>`` and the parser keeps one call.
+The model writes a call in its own format (:mod:`server.engine.parsers`; Hermes'
+``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`` where none is
+known). A forced call (OpenAI's ``required`` or a named function, Anthropic's ``any`` or
+``tool``) is such a call under a grammar; where the format cannot force a choice among
+several tools (it writes the name outside the JSON), the call is left to the model.
+``none`` leaves the tools out of the prompt. With parallel calls off, the request stops
+where the format's first call ends (Hermes' ``</tool_call>``), and the parser keeps one
+call in any case.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from typing import Any
 
 from backends.base import Constraint, Tool, ToolCall
 from server.api.fields import schema_text
+from server.engine.parsers import call_end, forced_call
 from server.engine.requests import GenerationRequest
-from server.engine.toolcalls import CALL_CLOSE, CALL_OPEN
 from server.errors import InvalidRequest
 
 MAX_TOOLS = 128
@@ -36,7 +39,7 @@ class Mode(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class ToolChoice:
     tools: tuple[Tool, ...]  # rendered into the prompt; empty for "none"
-    constraint: Constraint | None  # forces a call
+    forced: tuple[Tool, ...] = ()  # a call of one of these is forced; empty: none is
     parallel: bool = True  # False: at most one call, generation stops at its end
 
 
@@ -47,15 +50,15 @@ def choose(
     if len({t.name for t in tools}) != len(tools):
         raise InvalidRequest("tool names must be unique", param="tools")
     if mode is Mode.NONE:
-        return ToolChoice((), None)
+        return ToolChoice(())
     if mode is Mode.AUTO:
-        return ToolChoice(tools, None, parallel=parallel)
+        return ToolChoice(tools, parallel=parallel)
     if mode is Mode.ANY:
-        return ToolChoice(tools, forced(tools), parallel=parallel)
+        return ToolChoice(tools, tools, parallel=parallel)
     chosen = tuple(t for t in tools if t.name == name)
     if not chosen:
         raise InvalidRequest(f"'{param}' names {name!r}, not in 'tools'", param=param)
-    return ToolChoice(tools, forced(chosen), parallel=parallel)
+    return ToolChoice(tools, chosen, parallel=parallel)
 
 
 def check_name(name: object, param: str) -> str:
@@ -77,34 +80,33 @@ def arguments_object(call: ToolCall) -> dict[str, Any]:
     return arguments
 
 
-def forced(tools: tuple[Tool, ...]) -> Constraint:
-    """A grammar for one call of one of ``tools``, in the model's tags."""
-    calls = [
-        {
-            "type": "object",
-            "properties": {"name": {"const": t.name}, "arguments": json.loads(t.parameters)},
-            "required": ["name", "arguments"],
-        }
-        for t in tools
-    ]
-    schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
-    return Constraint(schema_text(schema, "tools"), CALL_OPEN + "\n", "\n" + CALL_CLOSE)
+def forced(tools: tuple[Tool, ...], tool_format: str = "hermes") -> Constraint | None:
+    """A grammar for one call of one of ``tools``, in the model's format; None where
+    the format cannot force it."""
+    call = forced_call(tool_format, tools)
+    if call is None:
+        return None
+    return Constraint(schema_text(call.schema, "tools"), call.before, call.after)
 
 
-def apply(gen: GenerationRequest, choice: ToolChoice | None) -> GenerationRequest:
+def apply(
+    gen: GenerationRequest, choice: ToolChoice | None, tool_format: str = "hermes"
+) -> GenerationRequest:
     """``gen`` with the tools offered, one call only where parallel calls are off, and
-    the forced call's grammar."""
+    the forced call's grammar, in the model's tool format."""
     if choice is None:
         return gen
     gen = replace(gen, tools=choice.tools, parallel_tool_calls=choice.parallel)
-    if not choice.parallel:  # one call: stop at its end rather than generate a second
-        gen = replace(gen, stop=(*gen.stop, CALL_CLOSE))
-    if choice.constraint is not None:
+    end = call_end(tool_format)
+    if not choice.parallel and end is not None:  # one call: stop at its end
+        gen = replace(gen, stop=(*gen.stop, end))
+    constraint = forced(choice.forced, tool_format) if choice.forced else None
+    if constraint is not None:
         if gen.sampling.constraint is not None:
             raise InvalidRequest(
                 "a forced tool call and structured output cannot be combined",
                 param="tool_choice",
             )
-        sampling = replace(gen.sampling, constraint=choice.constraint)
+        sampling = replace(gen.sampling, constraint=constraint)
         gen = replace(gen, sampling=sampling, constraint_param="tools")
     return gen
