@@ -27,6 +27,7 @@ from server.api.timeouts import Deadline, TimedStreamingResponse
 from server.engine.handle import ModelEngine
 from server.engine.hub import ModelHub
 from server.engine.inbox import RequestStream
+from server.engine.parsers import OutputStream
 from server.engine.requests import (
     Accepted,
     Event,
@@ -39,7 +40,6 @@ from server.engine.requests import (
     ToolCallStarted,
     Usage,
 )
-from server.engine.toolcalls import ToolCallStream
 from server.errors import HearthError, InternalError, RequestTimeout
 
 access_log = logging.getLogger("hearth.requests")
@@ -230,10 +230,22 @@ async def start(
 def parsed(
     request: Request, engine: ModelEngine, gen: GenerationRequest, stream: RequestStream
 ) -> RequestStream:
-    """A chat's text split into content and tool calls, before its first event (which
-    says whether the prompt left the model inside its reasoning). A prompt's text (text
+    """A chat's text parsed in the model's own formats (its reasoning split from the
+    answer, its tool calls read as they stream), wrapped before the first event, which
+    says whether the prompt left the model inside its reasoning. A prompt's text (text
     completions, infill, a raw generate) stays as the model wrote it."""
-    if gen.messages is None or not gen.tools:
+    if gen.messages is None:
         return stream
-    metrics = request.app.state.hub.metrics
-    return ToolCallStream(stream, gen.tools, metrics, gen.model, parallel=gen.parallel_tool_calls)
+    caps = engine.capabilities
+    reasoning = caps.reasoning_format if caps is not None else None
+    return OutputStream(
+        stream, tools=gen.tools, metrics=request.app.state.hub.metrics, model=gen.model,
+        parallel=gen.parallel_tool_calls, reasoning_format=reasoning,
+        tool_format=tool_format(engine),
+    )  # fmt: skip
+
+
+def tool_format(engine: ModelEngine) -> str:
+    """How the model writes tool calls: Hermes' ``<tool_call>`` where nothing says."""
+    caps = engine.capabilities
+    return (caps.tool_format if caps is not None else None) or "hermes"

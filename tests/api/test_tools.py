@@ -8,6 +8,10 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
+from backends.base import SamplingParams
+from server.api.anthropic import schemas as anthropic
+from server.api.openai import schemas as chat
+from server.api.responses import schemas as responses
 from server.engine.hub import ModelHub
 from tests.api.test_api import assert_error, sse_events
 from tests.api.test_fim import fake
@@ -61,15 +65,20 @@ def test_only_calls_means_null_content(client: TestClient) -> None:
 
 
 def test_streamed_tool_call_chunks(client: TestClient) -> None:
+    """Each call's first chunk has its id, type and name; its arguments follow in pieces
+    as the model writes them."""
     events = sse_events(client.post(CHAT, json=body(CALL + CALL, stream=True)).text)
     deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
     parts = [t for d in deltas for t in d.get("tool_calls", [])]
-    assert [p["index"] for p in parts] == [0, 0, 1, 1]
-    first, second = parts[0], parts[1]
-    assert first["id"].startswith("call_") and first["type"] == "function"
-    assert first["function"] == {"name": "get_weather", "arguments": ""}
-    assert set(second) == {"index", "function"}
-    assert json.loads(second["function"]["arguments"]) == {"city": "Paris"}
+    for index in (0, 1):
+        mine = [p for p in parts if p["index"] == index]
+        first, rest = mine[0], mine[1:]
+        assert first["id"].startswith("call_") and first["type"] == "function"
+        assert first["function"] == {"name": "get_weather", "arguments": ""}
+        assert rest and all(set(p) == {"index", "function"} for p in rest)
+        arguments = "".join(p["function"]["arguments"] for p in rest)
+        assert json.loads(arguments) == {"city": "Paris"}
+    assert [p["index"] for p in parts] == sorted(p["index"] for p in parts)
     assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert "".join(d.get("content") or "" for d in deltas) == ""
 
@@ -95,7 +104,8 @@ def test_parallel_tool_calls_false_streamed(client: TestClient) -> None:
     deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
     parts = [t for d in deltas for t in d.get("tool_calls", [])]
     assert {p["index"] for p in parts} == {0}
-    assert json.loads(parts[-1]["function"]["arguments"]) == {"city": "Paris"}
+    arguments = "".join(p["function"]["arguments"] for p in parts)
+    assert json.loads(arguments) == {"city": "Paris"}
     assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
@@ -187,3 +197,22 @@ def test_bad_tools_requests(client: TestClient) -> None:
     ]
     for request, param in cases:
         assert_error(client.post(CHAT, json=request), 400, param=param)
+
+
+def test_each_dialect_ends_a_single_call_in_the_models_format() -> None:
+    """With one call allowed, the request stops where a call ends in the model's own
+    tool format (the route passes the loaded model's), not Hermes' ``</tool_call>``."""
+    end, defaults, ask = "<|call|>", SamplingParams(), [{"role": "user", "content": "x"}]
+    gen = chat.parse_chat(
+        body("x", parallel_tool_calls=False), defaults, model="m", tool_format="harmony"
+    ).generation
+    assert gen.stop == (end,)
+    tool = {"name": "get_weather", "input_schema": {"type": "object"}}
+    one = {"type": "auto", "disable_parallel_tool_use": True}
+    message = {"model": "m", "max_tokens": 9, "messages": ask, "tools": [tool], "tool_choice": one}
+    parsed = anthropic.parse_messages(message, defaults, model="m", tool_format="harmony")
+    assert parsed.generation.stop == (end,) and parsed.stop_sequences == ()
+    function = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+    request = {"model": "m", "input": "x", "tools": [function], "parallel_tool_calls": False}
+    gen = responses.parse(request, defaults, model="m", tool_format="harmony").generation
+    assert gen.stop == (end,)

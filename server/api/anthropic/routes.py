@@ -15,7 +15,7 @@ from starlette.routing import Route
 from server.api.anthropic import render, schemas
 from server.api.body import hub_of, read_json
 from server.api.loading import is_streamed, when_loaded
-from server.api.relay import Relay, start
+from server.api.relay import Relay, start, tool_format
 from server.config import ModelConfig
 from server.engine.handle import ModelEngine
 from server.engine.requests import Failed, Finished
@@ -38,7 +38,9 @@ async def messages(request: Request) -> Response:
 async def _messages(request: Request, body: Any, engine: ModelEngine, config: ModelConfig) -> (
     Response
 ):  # fmt: skip
-    parsed = schemas.parse_messages(body, config.sampling, model=config.name)
+    parsed = schemas.parse_messages(
+        body, config.sampling, model=config.name, tool_format=tool_format(engine)
+    )
     gen = parsed.generation
     stream, deadline = await start(request, engine, gen)
     message = render.Message("msg_" + gen.request_id, parsed.model, parsed.stop_sequences)

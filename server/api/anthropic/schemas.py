@@ -55,7 +55,10 @@ class ParsedMessages:
     show_thinking: bool = True  # False: thinking blocks come without their text
 
 
-def parse_messages(body: Any, defaults: SamplingParams, *, model: str) -> ParsedMessages:
+def parse_messages(
+    body: Any, defaults: SamplingParams, *, model: str, tool_format: str = "hermes"
+) -> ParsedMessages:
+    """``tool_format``: how the model writes a call, for a forced one and a single one."""
     fields = f.as_object(body)
     _check_fields(fields, FIELDS)
     max_tokens = f.positive_int(fields, "max_tokens")
@@ -76,7 +79,8 @@ def parse_messages(body: Any, defaults: SamplingParams, *, model: str) -> Parsed
     constraint = _output_format(fields.get("output_config"))
     if constraint is not None:
         gen = replace(gen, sampling=replace(gen.sampling, constraint=constraint))
-    gen = toolchoice.apply(gen, parse_tools(fields.get("tools"), fields.get("tool_choice")))
+    choice = parse_tools(fields.get("tools"), fields.get("tool_choice"))
+    gen = toolchoice.apply(gen, choice, tool_format)
     asked, shown = _thinking(fields)
     gen = replace(gen, thinking=asked)
     streamed, name = f.boolean(fields, "stream"), str(fields.get("model"))

@@ -14,7 +14,7 @@ from server.api.body import hub_of, read_json
 from server.api.loading import Handler, is_streamed, when_loaded
 from server.api.openai import schemas
 from server.api.openai.render import DONE, Chunks, Shape, sse_error
-from server.api.relay import Relay, start
+from server.api.relay import Relay, start, tool_format
 from server.config import ModelConfig
 from server.engine.handle import ModelEngine
 from server.errors import HearthError
@@ -25,8 +25,9 @@ async def chat_completions(request: Request) -> Response:
 
     async def handle(engine: ModelEngine, config: ModelConfig) -> Response:
         parsed = schemas.parse_chat(
-            body, config.sampling, model=config.name, vocab_size=engine.vocab_size
-        )
+            body, config.sampling, model=config.name, vocab_size=engine.vocab_size,
+            tool_format=tool_format(engine),
+        )  # fmt: skip
         return await _generate(request, engine, parsed, chat=True)
 
     return await _when_loaded(request, body, handle)

@@ -54,8 +54,10 @@ class ParsedRequest:
 
 
 def parse_chat(
-    body: Any, defaults: SamplingParams, *, model: str, vocab_size: int = MAX_TOKEN_ID
-) -> ParsedRequest:
+    body: Any, defaults: SamplingParams, *, model: str, vocab_size: int = MAX_TOKEN_ID,
+    tool_format: str = "hermes",
+) -> ParsedRequest:  # fmt: skip
+    """``tool_format``: how the model writes a call, for a forced one and a single one."""
     fields = f.as_object(body)
     _check_fields(fields, CHAT_FIELDS)
     messages = parse_messages(fields.get("messages"))
@@ -72,7 +74,7 @@ def parse_chat(
     )
     parsed = _parsed(fields, defaults, model, max_tokens, messages=messages)
     gen = replace(parsed.generation, **_thinking(fields))
-    return replace(parsed, generation=toolchoice.apply(gen, choice))
+    return replace(parsed, generation=toolchoice.apply(gen, choice, tool_format))
 
 
 def _thinking(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from server.api.body import read_json
 from server.api.loading import is_streamed, when_loaded
-from server.api.relay import Relay, start
+from server.api.relay import Relay, start, tool_format
 from server.api.responses import render, schemas
 from server.api.responses.store import ResponseStore, Stored
 from server.config import ModelConfig
@@ -47,7 +47,8 @@ async def _create(request: Request, body: Any, engine: ModelEngine, config: Mode
     history = (
         store_of(request).get(previous, "previous_response_id").conversation if previous else ()
     )
-    parsed = schemas.parse(body, config.sampling, model=config.name, history=history)
+    parsed = schemas.parse(body, config.sampling, model=config.name, history=history,
+                           tool_format=tool_format(engine))  # fmt: skip
     gen = parsed.generation
     stream, deadline = await start(request, engine, gen)
     tools = [{"type": "function", "name": t.name, "description": t.description,

@@ -53,9 +53,11 @@ class ParsedResponse:
 
 
 def parse(
-    body: Any, defaults: SamplingParams, *, model: str, history: tuple[ChatMessage, ...] = ()
-) -> ParsedResponse:
-    """``history``: the conversation of ``previous_response_id``, already looked up."""
+    body: Any, defaults: SamplingParams, *, model: str, history: tuple[ChatMessage, ...] = (),
+    tool_format: str = "hermes",
+) -> ParsedResponse:  # fmt: skip
+    """``history``: the conversation of ``previous_response_id``, already looked up;
+    ``tool_format``: how the model writes a call, for a forced one and a single one."""
     fields = f.as_object(body)
     for name in fields:
         if name not in FIELDS:
@@ -80,7 +82,7 @@ def parse(
         gen = replace(gen, sampling=replace(gen.sampling, constraint=constraint))
         gen = replace(gen, constraint_param="text")
     tools, not_offered = parse_tools(fields.get("tools"))
-    gen = toolchoice.apply(gen, parse_choice(tools, fields))
+    gen = toolchoice.apply(gen, parse_choice(tools, fields), tool_format)
     echoed = ("instructions", "max_output_tokens", "metadata", "previous_response_id",
               "temperature", "top_p")  # fmt: skip
     echo = {k: fields.get(k) for k in echoed}
