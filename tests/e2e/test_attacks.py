@@ -82,10 +82,15 @@ def test_template_injection_from_model_metadata(server: tuple[str, Path]) -> Non
 
 
 def test_a_request_cannot_bring_its_own_template(server: tuple[str, Path]) -> None:
+    """No template from a request; its template variables are data, and cannot replace
+    what the server renders (the messages, the tools, the generation prompt)."""
     base, _ = server
-    for field in ("chat_template", "chat_template_kwargs"):
-        value: Any = PYTHON_INTERNALS if field == "chat_template" else {"x": 1}
-        assert assert_error(chat(base, **{field: value}), 400)["param"] == field
+    assert assert_error(chat(base, chat_template=PYTHON_INTERNALS), 400)["param"] == "chat_template"
+    for kwargs in ({"messages": []}, {"add_generation_prompt": False}, {"not a name": 1}):
+        error = assert_error(chat(base, chat_template_kwargs=kwargs), 400)
+        assert error["param"] == "chat_template_kwargs"
+    harmless: Any = {"x": PYTHON_INTERNALS}  # a value is a string to the template
+    assert chat(base, chat_template_kwargs=harmless, max_tokens=2).status_code == 200
     assert_serves(base)
 
 

@@ -21,16 +21,24 @@ CLIENTS = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hear
 CLAUDE = CLIENTS / "node_modules" / ".bin" / "claude"
 
 
-def claude(base_url: str, home: Path, prompt: str, *extra: str) -> list[dict[str, Any]]:
-    """One headless turn; its stream-json events."""
+def claude(
+    base_url: str,
+    home: Path,
+    prompt: str,
+    *extra: str,
+    model: str = "default",
+    env: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """One headless turn; its stream-json events. ``env`` adds to Claude Code's."""
     if shutil.which("node") is None:
         pytest.skip("Claude Code needs Node.js, which this machine lacks")
     assert CLAUDE.exists(), f"{CLAUDE} is missing: scripts/test installs it with npm"
     env = {
         "PATH": os.environ["PATH"], "HOME": str(home), "CLAUDE_CONFIG_DIR": str(home / ".claude"),
         "ANTHROPIC_BASE_URL": base_url, "ANTHROPIC_API_KEY": "unused",
-        "ANTHROPIC_MODEL": "default", "ANTHROPIC_SMALL_FAST_MODEL": "default",
+        "ANTHROPIC_MODEL": model, "ANTHROPIC_SMALL_FAST_MODEL": model,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1",
+        **(env or {}),
     }  # fmt: skip
     command = [str(CLAUDE), "-p", "--bare", "--tools", "", "--output-format", "stream-json",
                "--verbose", "--system-prompt", "You are terse.", *extra, prompt]  # fmt: skip

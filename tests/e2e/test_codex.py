@@ -19,7 +19,10 @@ pytestmark = pytest.mark.e2e
 CODEX = CLIENTS / "node_modules" / ".bin" / "codex"
 
 
-def test_codex_exec_completes_a_turn(base_url: str, tmp_path: Path) -> None:
+def codex_exec(
+    base_url: str, tmp_path: Path, prompt: str, *, model: str = "default", settings: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """One ``codex exec`` turn in its own CODEX_HOME; ``settings``: more config.toml lines."""
     if shutil.which("node") is None:
         pytest.skip("Codex is installed from npm and started by Node.js, which this machine lacks")
     assert CODEX.exists(), f"{CODEX} is missing: scripts/test installs it with npm"
@@ -27,7 +30,7 @@ def test_codex_exec_completes_a_turn(base_url: str, tmp_path: Path) -> None:
     home.mkdir()
     (home / "instructions.md").write_text("You are a terse assistant. Answer in one line.\n")
     (home / "config.toml").write_text(
-        'model = "default"\nmodel_provider = "hearth"\n'
+        f'model = "{model}"\nmodel_provider = "hearth"\n{settings}'
         f'model_instructions_file = "{home / "instructions.md"}"\n'
         "[model_providers.hearth]\n"
         f'name = "hearth"\nbase_url = "{base_url}/v1"\nwire_api = "responses"\n'
@@ -35,9 +38,13 @@ def test_codex_exec_completes_a_turn(base_url: str, tmp_path: Path) -> None:
     )
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CODEX_HOME": str(home)}
     done = subprocess.run(
-        [str(CODEX), "exec", "--skip-git-repo-check", "--disable", "multi_agent",
-         "What is the capital of France? One word."],
+        [str(CODEX), "exec", "--skip-git-repo-check", "--disable", "multi_agent", prompt],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done
+
+
+def test_codex_exec_completes_a_turn(base_url: str, tmp_path: Path) -> None:
+    done = codex_exec(base_url, tmp_path, "What is the capital of France? One word.")
     assert "paris" in done.stdout.lower(), done.stdout[-2000:]
