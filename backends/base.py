@@ -41,6 +41,18 @@ class GrammarError(BackendError):
     """A JSON schema or grammar was refused (too deep, too big, recursive, unparsable)."""
 
 
+class TaskUnsupported(BackendError):
+    """This backend or model cannot do what was asked (embeddings on a backend without
+    them, a generation step on an embedding model)."""
+
+
+# What a model is loaded for (models.toml's ``task``), and how an embedding model pools
+# its tokens' hidden states into one vector (``pooling``; ``rank``: a reranker's score).
+GENERATE, EMBED, RERANK = "generate", "embed", "rerank"
+TASKS = (GENERATE, EMBED, RERANK)
+POOLINGS = ("mean", "cls", "last", "rank")
+
+
 @dataclass(frozen=True, slots=True)
 class Constraint:
     """Constrain a sequence's output: a JSON object (``schema`` None) or JSON matching a
@@ -168,6 +180,12 @@ class Capabilities:
     # The variables the chat template reads beyond the messages (enable_thinking,
     # reasoning_effort, ...): the engine passes a request's thinking through them.
     template_variables: frozenset[str] = frozenset()
+    # An embedding or reranking model: how it pools (POOLINGS), and the length of what
+    # :meth:`Backend.embed` returns per input (a reranker's: its scores, usually one).
+    # For these ``context_length`` is the most tokens one input may have and
+    # ``max_sequences`` the most inputs one forward pass embeds.
+    pooling: str | None = None
+    embedding_size: int = 0
 
 
 class Backend(Protocol):
@@ -242,6 +260,23 @@ class Backend(Protocol):
         that token and samples after the last; their text is the engine's to output."""
         ...
 
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """An embedding or reranking model: run ``inputs`` (each already within
+        ``capabilities.context_length``, together within the batch the model was loaded
+        with and at most ``max_sequences`` of them) through one forward pass, each its
+        own sequence, and return one pooled vector per input, in order: normalised where
+        the model was loaded with ``normalize``; a reranker's relevance score(s) from 0
+        to 1. Nothing stays in the KV cache. Raises :class:`TaskUnsupported` on a model
+        loaded to generate, :class:`BackendError` when the forward pass fails."""
+        ...
+
+    def rerank_prompt(self, query: str, document: str) -> list[int]:
+        """A reranker's input for one (query, document) pair, in the model's own form:
+        its rerank template where the model has one, else the query and the document
+        between its BOS, EOS and separator tokens. Text is tokenized without parsing
+        special tokens. Raises :class:`TaskUnsupported` on a model that does not rerank."""
+        ...
+
     def release(self, seq_id: int) -> None:
         """End a sequence (finished or aborted) and free its KV, or keep it as a
         reusable prefix where the backend caches prefixes. Idempotent."""
@@ -279,6 +314,9 @@ class LoadRequest:
     # take what backends.formats detects
     reasoning_parser: str | None = None
     tool_parser: str | None = None
+    task: str = GENERATE  # one of TASKS
+    pooling: str | None = None  # one of POOLINGS; None: the model's own (its metadata)
+    normalize: bool = False  # an embedding model's vectors scaled to unit length
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.base import INTEGER_SAMPLING, SAMPLING_RANGES, SamplingParams
+from backends.base import (
+    EMBED,
+    GENERATE,
+    INTEGER_SAMPLING,
+    POOLINGS,
+    RERANK,
+    SAMPLING_RANGES,
+    TASKS,
+    SamplingParams,
+)
 from backends.formats import NONE, REASONING_FORMATS, TOOL_FORMATS
 
 DEFAULT_MODELS_FILE = Path(__file__).resolve().parent.parent / "models.toml"
@@ -23,8 +32,9 @@ _KEYS = {
     "threads", "gpu_layers", "tensor_split", "chat_template", "chat_template_file",
     "sampling", "batch_tokens", "default_max_tokens", "options", "gpu_memory_limit",
     "kv_cache_type", "main_gpu", "weight_repack", "keep_alive", "reasoning_parser",
-    "tool_parser",
+    "tool_parser", "task", "pooling", "normalize", "matryoshka",
 }  # fmt: skip
+EMBED_MAX_SEQUENCES = 64  # an embedding model's default inputs per forward pass
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
@@ -61,6 +71,10 @@ class ModelConfig:
     # The output parsers (backends.formats names, or "none"); None: detected at load
     reasoning_parser: str | None = None
     tool_parser: str | None = None
+    task: str = GENERATE  # generate, embed or rerank
+    pooling: str | None = None  # an embed or rerank model's; None: from the model's metadata
+    normalize: bool = False  # an embed model's vectors scaled to unit length
+    matryoshka: bool = False  # trained so that a vector's first dimensions embed alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +82,10 @@ class ModelsFile:
     path: Path
     default: str
     models: Mapping[str, ModelConfig]
+
+    def serving(self, task: str) -> list[str]:
+        """The names of the models loaded for ``task``, in file order."""
+        return [name for name, model in self.models.items() if model.task == task]
 
     def resolve(self, name: str) -> ModelConfig | None:
         """Find a model by name or alias, then by an alias pattern (``"claude-*"``: a
@@ -129,6 +147,7 @@ def _parse_model(name: str, table: Any, base: Path, cache_dir: Path) -> ModelCon
     if unknown:
         raise ConfigError(f"model {name!r}: unknown key(s): {', '.join(sorted(unknown))}")
     get = _Getter(name, table)
+    task = get.choice("task", TASKS)
     template = get.str_or_none("chat_template")
     template_file = get.str_or_none("chat_template_file")
     if template_file is not None:
@@ -141,7 +160,9 @@ def _parse_model(name: str, table: Any, base: Path, cache_dir: Path) -> ModelCon
         source=get.str_or_none("source"),
         sha256=get.str_or_none("sha256"),
         context_length=get.integer("context_length", 8192, minimum=64),
-        max_sequences=get.integer("max_sequences", 8, minimum=1, maximum=256),
+        max_sequences=get.integer(
+            "max_sequences", 8 if task == GENERATE else EMBED_MAX_SEQUENCES, minimum=1, maximum=256
+        ),
         threads=get.integer("threads", 0, minimum=0),
         gpu_layers=get.gpu_layers(),
         tensor_split=get.float_tuple("tensor_split"),
@@ -157,7 +178,28 @@ def _parse_model(name: str, table: Any, base: Path, cache_dir: Path) -> ModelCon
         options=get.table("options"),
         reasoning_parser=get.parser("reasoning_parser", REASONING_FORMATS),
         tool_parser=get.parser("tool_parser", TOOL_FORMATS),
+        task=task,
+        **_pooling(get, task),
     )
+
+
+def _pooling(get: _Getter, task: str) -> dict[str, Any]:
+    """``pooling``, ``normalize`` and ``matryoshka``: an embedding model's (a reranker
+    pools by ``rank``, and takes only that)."""
+    allowed = {EMBED: ("pooling", "normalize", "matryoshka"), RERANK: ("pooling",)}.get(task, ())
+    for key in ("pooling", "normalize", "matryoshka"):
+        if key in get.values and key not in allowed:
+            tasks = '"embed" or "rerank"' if key == "pooling" else '"embed"'
+            raise ConfigError(f"model {get.model!r}: key {key!r} needs task = {tasks}")
+    pooling = get.str_or_none("pooling")
+    choices = ("rank",) if task == RERANK else tuple(p for p in POOLINGS if p != "rank")
+    if pooling is not None and pooling not in choices:
+        raise get.fail("pooling", "one of " + ", ".join(f'"{c}"' for c in choices))
+    return {
+        "pooling": "rank" if task == RERANK else pooling,
+        "normalize": get.flag("normalize", default=True) if task == EMBED else False,
+        "matryoshka": get.flag("matryoshka", default=False),
+    }
 
 
 def _model_path(get: _Getter, cache_dir: Path) -> Path:
@@ -183,6 +225,15 @@ def _read_template(model: str, path: Path) -> str:
 class _Getter:
     model: str
     values: Mapping[str, Any]
+
+    def fail(self, key: str, expected: str) -> ConfigError:
+        return self._fail(key, expected)
+
+    def flag(self, key: str, *, default: bool) -> bool:
+        value = self.values.get(key, default)
+        if isinstance(value, bool):
+            return value
+        raise self._fail(key, "true or false")
 
     def _fail(self, key: str, expected: str) -> ConfigError:
         got = self.values[key]

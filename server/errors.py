@@ -5,7 +5,8 @@
     HearthError
     ├── InvalidRequest           400 invalid_request_error
     │   ├── UnsupportedParameter 400 (code: unsupported_parameter)
-    │   └── ContextLengthExceeded 400 (code: context_length_exceeded)
+    │   ├── ContextLengthExceeded 400 (code: context_length_exceeded)
+    │   └── WrongModelTask       400 (code: wrong_model_task; chat on an embedding model)
     ├── AuthenticationError      401 authentication_error (code: invalid_api_key; WWW-Authenticate)
     ├── HostNotAllowed           403 permission_error (code: host_not_allowed)
     ├── NotFound                 404 not_found_error
@@ -75,6 +76,13 @@ class UnsupportedParameter(InvalidRequest):
 
 class ContextLengthExceeded(InvalidRequest):
     default_code = "context_length_exceeded"
+
+
+class WrongModelTask(InvalidRequest):
+    """The model is loaded for another task (models.toml ``task``): a chat for an
+    embedding model, embeddings from a model that generates."""
+
+    default_code = "wrong_model_task"
 
 
 class AuthenticationError(HearthError):

@@ -6,6 +6,10 @@ token. A completion prompt is echoed the same way; a fill-in-the-middle prompt e
 its suffix (model "beta" has no FIM tokens). Token ids are byte values; the
 end-of-generation token is 256. It records each step's work and each FIM call.
 
+Loaded with ``task = "embed"`` it embeds an input as the counts of its bytes by value
+mod 8; with ``"rerank"`` a (query, document) pair scores the share of the document's
+words that the query holds. It records each embedding pass's input lengths.
+
 Its reasoning format is models.toml's ``reasoning_parser``, and its template reads
 ``enable_thinking``. Forced tokens that the reply holds further on make it go on from
 after them, as a model would answer after a forced close tag.
@@ -13,6 +17,7 @@ after them, as a model would answer after a forced close tag.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import (
+    EMBED,
+    GENERATE,
+    RERANK,
     Backend,
     Capabilities,
     ChatMessage,
@@ -30,6 +38,7 @@ from backends.base import (
     ModelLoadError,
     SamplingParams,
     StepFailure,
+    TaskUnsupported,
     Tool,
     Work,
 )
@@ -38,6 +47,7 @@ from backends.text import Utf8Stream
 
 EOG = 256
 SEP = 0  # separates the reply from the rest of the prompt
+EMBED_SIZE = 8
 
 
 @dataclass
@@ -50,15 +60,22 @@ class _Seq:
 
 class FakeBackend:
     def __init__(self, request: LoadRequest) -> None:
+        self.task = request.task
+        pooled = request.task != GENERATE
+        batch = max(request.batch_tokens, request.max_sequences)
         self.capabilities = Capabilities(
-            context_length=request.context_length,
+            context_length=min(request.context_length, batch) if pooled else request.context_length,
             max_sequences=request.max_sequences,
             vocab_size=257,
             chat_template=True,
             fim=request.name != "beta",
             reasoning_format=request.reasoning_parser,
             template_variables=frozenset({"enable_thinking"}),
+            pooling=(request.pooling or "mean") if pooled else None,
+            embedding_size={EMBED: EMBED_SIZE, RERANK: 1}.get(request.task, 0),
         )
+        self.normalize = request.normalize
+        self.passes: list[list[int]] = []  # each embedding pass: its inputs' lengths
         self.template_kwargs: list[Mapping[str, Any] | None] = []
         self.forced: list[tuple[int, list[int]]] = []
         self.fim_calls: list[tuple[str, str, tuple[tuple[str, str], ...]]] = []
@@ -144,6 +161,26 @@ class FakeBackend:
                 seq.produced = i + n
                 break
 
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """An input's vector counts its bytes by value mod EMBED_SIZE (normalised where
+        the model normalises); a rerank pair's score is the share of the document's words
+        found in the query."""
+        if self.task == GENERATE:
+            raise TaskUnsupported("this model generates text")
+        self.gate.wait(10)
+        self.passes.append([len(t) for t in inputs])
+        if self.raise_steps:
+            self.raise_steps -= 1
+            raise RuntimeError("boom")
+        if self.task == RERANK:
+            return [[_overlap(list(t))] for t in inputs]
+        return [_histogram(t, self.normalize) for t in inputs]
+
+    def rerank_prompt(self, query: str, document: str) -> list[int]:
+        if self.task != RERANK:
+            raise TaskUnsupported("this model is not a reranker")
+        return [*query.encode(), SEP, *document.encode()]
+
     def release(self, seq_id: int) -> None:
         self.released.append(seq_id)
         self._seqs.pop(seq_id, None)
@@ -153,6 +190,20 @@ class FakeBackend:
 
     def close(self) -> None:
         self.closed = True
+
+
+def _histogram(tokens: Sequence[int], normalize: bool) -> list[float]:
+    counts = [0.0] * EMBED_SIZE
+    for t in tokens:
+        counts[t % EMBED_SIZE] += 1.0
+    norm = math.sqrt(sum(c * c for c in counts)) if normalize else 1.0
+    return [c / norm for c in counts]
+
+
+def _overlap(pair: list[int]) -> float:
+    query, document = bytes(pair[: pair.index(SEP)]), bytes(pair[pair.index(SEP) + 1 :])
+    words = set(document.split())
+    return len(words & set(query.split())) / len(words) if words else 0.0
 
 
 class FakePlugin:

@@ -20,10 +20,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backends import formats
 from backends.base import (
+    GENERATE,
     Backend,
     Capabilities,
     ChatMessage,
@@ -34,6 +35,7 @@ from backends.base import (
     ModelLoadError,
     SamplingParams,
     StepFailure,
+    TaskUnsupported,
     TemplateError,
     Tool,
     Work,
@@ -47,6 +49,9 @@ from backends.prompt_store import BLOCK, PromptStore, model_key
 from backends.templates import ChatTemplate
 from backends.text import Utf8Stream
 from backends.tokens import common_prefix
+
+if TYPE_CHECKING:
+    from backends.llamacpp.pooled import Pooler
 
 log = logging.getLogger("hearth.llamacpp")
 GGUF_MAGIC = b"GGUF"
@@ -130,6 +135,7 @@ class LlamaCppBackend:
 
     def __init__(self, request: LoadRequest) -> None:
         from backends.llamacpp import native
+        from backends.llamacpp.pooled import Pooler
 
         self._native = native
         import llama_cpp as ll
@@ -137,8 +143,9 @@ class LlamaCppBackend:
         self._ll = ll
         native.init_logging()
         options = prefix_options(request, "llama.cpp", "prefix_cache_slots")
-        self._prefix_cache = options.enabled
-        n_cache_slots = _cache_slots(request, options, ll.llama_max_parallel_sequences())
+        pooled = request.task != GENERATE  # an embedding model keeps no prefixes
+        self._prefix_cache = options.enabled and not pooled
+        n_cache_slots = _cache_slots(request, options, ll.llama_max_parallel_sequences(), pooled)
         _check_gguf(request.path)
         ll.llama_backend_init()
         self._model = self._load_model(request)
@@ -156,7 +163,8 @@ class LlamaCppBackend:
         self._mem = ll.llama_get_memory(self._ctx)
         self._batch = native.Batch(self._batch_capacity(request))
         self._seqs: dict[int, _Seq] = {}
-        self._store = _prompt_store(request, ll) if not self._recurrent else None
+        self._store = _prompt_store(request, ll) if not (self._recurrent or pooled) else None
+        self._pooler: Pooler | None = None
         try:
             self._template = self._chat_template(request)
         except TemplateError as exc:
@@ -170,8 +178,17 @@ class LlamaCppBackend:
         )
         # Where a format's markers are special tokens, the output shows them.
         self._special = formats.renders_special(reasoning, tools)
+        try:
+            self._pooler = (
+                Pooler(ll, self._model, self._ctx, self._batch, request) if pooled else None
+            )
+        except ModelLoadError:
+            self.close()
+            raise
+        # An embedding model's limit is per input, whose tokens all go in one pass.
+        per_input = self._batch.capacity if pooled else self._n_ctx
         self.capabilities = Capabilities(
-            context_length=min(self._n_ctx, n_train),
+            context_length=min(self._n_ctx, n_train, per_input),
             max_sequences=request.max_sequences,
             vocab_size=ll.llama_vocab_n_tokens(self._vocab),
             chat_template=self._template is not None,
@@ -180,6 +197,8 @@ class LlamaCppBackend:
             reasoning_format=reasoning,
             tool_format=tools,
             template_variables=self._template.variables if self._template else frozenset(),
+            pooling=self._pooler.pooling if self._pooler else None,
+            embedding_size=self._pooler.size if self._pooler else 0,
             details={
                 "n_ctx_train": n_train,
                 "threads": request.threads,
@@ -214,6 +233,10 @@ class LlamaCppBackend:
         params.n_threads = threads
         params.n_threads_batch = threads
         params.no_perf = True
+        if request.task != GENERATE:
+            from backends.llamacpp.pooled import configure
+
+            configure(params, request)
         try:
             llamacpp_gpu.apply_kv_cache(ll, params, request)
         except ModelLoadError:
@@ -487,6 +510,16 @@ class LlamaCppBackend:
         self._ll.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
         slot.tokens.clear()
 
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        if self._pooler is None:
+            raise TaskUnsupported('this model generates text; embeddings need task = "embed"')
+        return self._pooler.embed(inputs)
+
+    def rerank_prompt(self, query: str, document: str) -> list[int]:
+        if self._pooler is None:
+            raise TaskUnsupported('this model generates text; reranking needs task = "rerank"')
+        return self._pooler.rerank_prompt(query, document)
+
     def release(self, seq_id: int) -> None:
         self._drop(seq_id, save=True)
 
@@ -513,16 +546,19 @@ def _prompt_store(request: LoadRequest, ll: Any) -> PromptStore | None:
     return PromptStore(key, spec.directory, ram_bytes=spec.ram_bytes, disk_bytes=spec.disk_bytes)
 
 
-def _cache_slots(request: LoadRequest, options: PrefixOptions, limit: int) -> int:
+def _cache_slots(
+    request: LoadRequest, options: PrefixOptions, limit: int, pooled: bool = False
+) -> int:
     """How many finished sequences to keep as prefixes: ``prefix_cache_slots``, within
-    llama.cpp's limit on sequences in one context (``limit``) beside ``max_sequences``."""
+    llama.cpp's limit on sequences in one context (``limit``) beside ``max_sequences``;
+    none for an embedding model (``pooled``)."""
     room = limit - request.max_sequences
     if room < 0:
         raise ModelLoadError(
             f"model {request.name!r}: max_sequences = {request.max_sequences} is more than "
             f"llama.cpp's {limit} sequences per context"
         )
-    if not options.enabled:
+    if not options.enabled or pooled:
         return 0
     if "prefix_cache_slots" not in request.options:
         return min(options.entries, room)

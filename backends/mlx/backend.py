@@ -32,6 +32,7 @@ import numpy as np
 
 from backends import formats
 from backends.base import (
+    GENERATE,
     Backend,
     Capabilities,
     ChatMessage,
@@ -40,9 +41,11 @@ from backends.base import (
     FimUnsupported,
     GrammarError,
     LoadRequest,
+    ModelLoadError,
     OutOfMemory,
     SamplingParams,
     StepFailure,
+    TaskUnsupported,
     TemplateError,
     Tool,
     Work,
@@ -57,6 +60,10 @@ from backends.text import IncrementalText
 NO_MEMORY = (
     "the model's memory limit is reached (the MLX decode batch pads every sequence to the "
     "longest); retry when running requests finish"
+)
+NO_POOLING = (
+    'the MLX backend generates text only: task = "embed" and "rerank" need pooled hidden '
+    "states, which mlx-lm's models do not give; serve the model as a GGUF on llama.cpp"
 )
 NO_GRAMMAR = (
     "the MLX backend has no grammar-constrained sampling, so response_format json_object/"
@@ -83,6 +90,8 @@ class MlxPlugin:
         return path.is_dir() and (path / "config.json").exists()
 
     def load(self, request: LoadRequest) -> Backend:
+        if request.task != GENERATE:
+            raise ModelLoadError(f"model {request.name!r}: {NO_POOLING}")
         return MlxBackend(request)
 
 
@@ -320,6 +329,12 @@ class MlxBackend:
 
     def force(self, seq_id: int, tokens: Sequence[int]) -> None:
         self._seqs[seq_id].pending.extend(tokens)
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        raise TaskUnsupported(NO_POOLING)
+
+    def rerank_prompt(self, query: str, document: str) -> list[int]:
+        raise TaskUnsupported(NO_POOLING)
 
     def release(self, seq_id: int) -> None:
         self._drop(seq_id, keep_prefix=True)

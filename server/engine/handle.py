@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from backends.base import Capabilities
 from server.engine.inbox import RequestStream
 from server.engine.loop import EngineState
-from server.engine.requests import GenerationRequest
+from server.engine.requests import EngineRequest
 
 
 class ModelEngine(Protocol):
@@ -31,7 +31,7 @@ class ModelEngine(Protocol):
 
     def wait_loaded(self, timeout: float | None = None) -> bool: ...
 
-    def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> RequestStream:
+    def submit(self, request: EngineRequest, loop: asyncio.AbstractEventLoop) -> RequestStream:
         """Queue a request; its events arrive on the returned stream. Raises
         ModelUnavailable when the model is not ready."""
         ...

@@ -24,19 +24,22 @@ from pathlib import Path
 from typing import Any
 
 from backends import registry
-from backends.base import LoadRequest, PromptCache
+from backends.base import EMBED, GENERATE, RERANK, LoadRequest, PromptCache
 from backends.hardware import Hardware
 from server.config import ModelConfig, ModelsFile
 from server.engine import residency
+from server.engine.embed_loop import EmbedEngine
 from server.engine.handle import ModelEngine
 from server.engine.loop import Engine, EngineState
 from server.engine.metrics import Metrics
 from server.engine.remote import RemoteEngine
-from server.errors import ModelNotFound, ModelUnavailable, QueueFull
+from server.errors import ModelNotFound, ModelUnavailable, QueueFull, WrongModelTask
 
 log = logging.getLogger("hearth.hub")
 LOADS_PER_MINUTE = 12
 LOAD_POLL_S = 0.05
+_DOES = {GENERATE: "generates text", EMBED: "embeds", RERANK: "reranks"}
+_DO = {GENERATE: "generate text", EMBED: "embed", RERANK: "rerank"}
 
 
 class ModelHub:
@@ -175,7 +178,8 @@ class ModelHub:
             engine = RemoteEngine(config.name, info.plugin, load, metrics=self.metrics,
                                   hang_seconds=self._hang_seconds, **limits)  # fmt: skip
         else:
-            engine = Engine(config.name, info.plugin, load, metrics=self.metrics, **limits)
+            kind = Engine if config.task == GENERATE else EmbedEngine
+            engine = kind(config.name, info.plugin, load, metrics=self.metrics, **limits)
         self.engines[config.name] = engine
         self._load_started[config.name] = time.monotonic()
         self._last_used[config.name] = time.monotonic()
@@ -202,6 +206,9 @@ class ModelHub:
             prompt_cache=self._prompt_cache_for(config),
             reasoning_parser=config.reasoning_parser,
             tool_parser=config.tool_parser,
+            task=config.task,
+            pooling=config.pooling,
+            normalize=config.normalize,
         )
 
     def _prompt_cache_for(self, config: ModelConfig) -> PromptCache | None:
@@ -241,25 +248,44 @@ class ModelHub:
         engine = self.engines.get(config.name) if config else None
         return engine is not None and engine.state is EngineState.READY
 
-    async def acquire(self, name: str) -> tuple[ModelEngine, ModelConfig]:
+    async def acquire(self, name: str, task: str | None = None) -> tuple[ModelEngine, ModelConfig]:
         """The engine serving ``name``, loading the model first when it is not loaded;
-        a request that finds it loading waits for that load."""
-        engine, config = await self.start_load(name)
+        a request that finds it loading waits for that load. With ``task``, a model
+        loaded for another task is refused before it loads (:meth:`check_task`)."""
+        engine, config = await self.start_load(name, task)
         while engine.state is EngineState.LOADING and self.engines.get(config.name) is engine:
             await asyncio.sleep(LOAD_POLL_S)
         return self.engine_for(name)
 
-    async def start_load(self, name: str) -> tuple[ModelEngine, ModelConfig]:
+    async def start_load(
+        self, name: str, task: str | None = None
+    ) -> tuple[ModelEngine, ModelConfig]:
         """Start loading ``name`` unless it is loaded or loading; return without waiting.
-        Raises what a load refuses at once (unknown model, no room, too many loads), so
-        a streamed response starts only for a load under way."""
-        config = self.models.resolve(name)
-        if config is None:
-            raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+        Raises what a load refuses at once (unknown model, a model for another task, no
+        room, too many loads), so a streamed response starts only for a load under way."""
+        config = self.model_for(name, task)
         engine = self.engines.get(config.name)
         if engine is None or engine.state is EngineState.STOPPED:
             engine = await asyncio.to_thread(self.load, config)
         return engine, config
+
+    def model_for(self, name: str, task: str | None = None) -> ModelConfig:
+        """The model ``name`` resolves to; with ``task``, one loaded for that task (a
+        request of the wrong kind for the model, a chat for an embedding model, is
+        refused naming the models that can serve it)."""
+        config = self.models.resolve(name)
+        if config is None:
+            raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+        if task is None or config.task == task:
+            return config
+        able = self.models.serving(task)
+        which = f"models that can: {', '.join(able)}" if able else (
+            f'no model in models.toml can (one with task = "{task}" would)')  # fmt: skip
+        raise WrongModelTask(
+            f'model {config.name!r} {_DOES[config.task]} (task = "{config.task}" in '
+            f"models.toml) and cannot {_DO[task]}; {which}",
+            param="model",
+        )
 
     def hold(self, name: str) -> None:
         """A request for ``name`` started: the model is busy and will not be unloaded."""
@@ -342,6 +368,11 @@ class ModelHub:
             "n_ctx": caps.context_length if caps else None,
             "n_vocab": caps.vocab_size if caps else None,
             "fim": caps.fim if caps else None,
+            "task": config.task,
+            "pooling": (caps.pooling if caps else None) or config.pooling,
+            "normalize": config.normalize,
+            "matryoshka": config.matryoshka,
+            "embedding_length": (caps.embedding_size or None) if caps else None,
             "max_sequences": config.max_sequences,
             "loaded": state in ("ready", "idle"),
             "state": state,

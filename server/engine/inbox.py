@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.base import Backend
-from server.engine.requests import Event, EventSink, GenerationRequest
+from server.engine.requests import EngineRequest, Event, EventSink
 
 
 class RequestStream:
@@ -36,7 +36,7 @@ class RequestStream:
 
 @dataclass(frozen=True, slots=True)
 class Submit:
-    request: GenerationRequest
+    request: EngineRequest
     stream: EventSink
 
 

@@ -33,6 +33,7 @@ from server.engine.metrics import Metrics
 from server.engine.requests import (
     Accepted,
     Admitted,
+    EngineRequest,
     EventSink,
     Failed,
     Finished,
@@ -42,7 +43,13 @@ from server.engine.requests import (
 )
 from server.engine.scheduler import QueueFullError, Scheduler, SeqState
 from server.engine.sequences import Active, prepare
-from server.errors import HearthError, InternalError, ModelUnavailable, QueueFull
+from server.errors import (
+    HearthError,
+    InternalError,
+    ModelUnavailable,
+    QueueFull,
+    WrongModelTask,
+)
 
 log = logging.getLogger("hearth.engine")
 MAX_STEP_ERRORS = 3
@@ -59,6 +66,13 @@ def _text_size(request: GenerationRequest) -> int:
         size += len(request.fim.prefix) + len(request.fim.suffix)
         size += sum(len(text) for _, text in request.fim.extra)
     return size
+
+
+def wrong_kind(model: str, serves: str) -> WrongModelTask:
+    """A request of a kind this engine's model does not serve (the routes check the
+    model's task first; this is the engine's own guard)."""
+    return WrongModelTask(f"model {model!r} {serves}; it cannot serve this request",
+                          param="model")  # fmt: skip
 
 
 class EngineState(enum.Enum):
@@ -118,7 +132,7 @@ class Engine:
     def wait_loaded(self, timeout: float | None = None) -> bool:
         return self._loaded.wait(timeout)
 
-    def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> RequestStream:
+    def submit(self, request: EngineRequest, loop: asyncio.AbstractEventLoop) -> RequestStream:
         if self.state is not EngineState.READY:
             raise ModelUnavailable(
                 f"model {self.name!r} is {self.state.value}"
@@ -129,7 +143,7 @@ class Engine:
         self.enqueue(request, stream)
         return stream
 
-    def enqueue(self, request: GenerationRequest, sink: EventSink) -> None:
+    def enqueue(self, request: EngineRequest, sink: EventSink) -> None:
         """Queue a request whose events go to ``sink`` (the runner's outbox)."""
         self._inbox.put(Submit(request, sink))
 
@@ -186,18 +200,11 @@ class Engine:
             log.error("model %s failed to load: %s", self.name, self.error)
             self._loaded.set()
             return
-        caps = self.backend.capabilities
-        self._scheduler = Scheduler(
-            max_running=caps.max_sequences,
-            kv_capacity=caps.context_length,
-            step_tokens=max(self._load.batch_tokens, caps.max_sequences),
-            max_waiting=self._max_waiting,
-        )
-        self._metrics.set("hearth_kv_cache_capacity_tokens", caps.context_length, model=self.name)
+        self._setup(self.backend.capabilities)
         self.state = EngineState.READY
         self._loaded.set()
         try:
-            self._run(self.backend, self._scheduler)
+            self._run(self.backend)
         except Exception:
             log.exception("engine %s died", self.name)
             self.error = "the engine failed; see the server log"
@@ -209,7 +216,19 @@ class Engine:
             self._prep.shutdown(wait=True, cancel_futures=True)
             self.backend.close()
 
-    def _run(self, backend: Backend, scheduler: Scheduler) -> None:
+    def _setup(self, caps: Capabilities) -> None:
+        """The loaded model's scheduling, before the engine is ready."""
+        self._scheduler = Scheduler(
+            max_running=caps.max_sequences,
+            kv_capacity=caps.context_length,
+            step_tokens=max(self._load.batch_tokens, caps.max_sequences),
+            max_waiting=self._max_waiting,
+        )
+        self._metrics.set("hearth_kv_cache_capacity_tokens", caps.context_length, model=self.name)
+
+    def _run(self, backend: Backend) -> None:
+        scheduler = self._scheduler
+        assert scheduler is not None
         while True:
             if not self._drain(block=not scheduler.has_work()):
                 self._fail_all(ModelUnavailable("the server is shutting down", retry_after=5))
@@ -307,52 +326,62 @@ class Engine:
                 self._fail_all(ModelUnavailable(item.message, retry_after=10))
 
     def _prepare(self, item: Submit) -> None:
-        """Render and tokenize the prompt: here when it is small (so requests that arrive
-        together start together), on the preparing thread when it is large."""
         assert self.backend is not None
+        if not isinstance(item.request, GenerationRequest):
+            self._reject(item, wrong_kind(self.name, "generates text"))
+            return
         seq_id, self._next_seq = self._next_seq, self._next_seq + 1
-        self._preparing[item.request.request_id] = item
         args = (seq_id, item.request, item.stream, self.backend, self._default_max_tokens)
-        if _text_size(item.request) < PREPARE_INLINE_CHARS:
+        self._prepare_with(item, seq_id, _text_size(item.request), prepare, *args)
+
+    def _prepare_with(
+        self, item: Submit, seq_id: int, size: int, fn: Callable[..., Any], *args: Any
+    ) -> None:
+        """Render and tokenize (``fn(*args)``): here when the text is small (so requests
+        that arrive together start together), on the preparing thread when it is large;
+        the result goes to :meth:`_accept` either way."""
+        self._preparing[item.request.request_id] = item
+        if size < PREPARE_INLINE_CHARS:
             future: concurrent.futures.Future[Any] = concurrent.futures.Future()
             try:
-                future.set_result(prepare(*args))
+                future.set_result(fn(*args))
             except Exception as exc:
                 future.set_exception(exc)
             self._accept(Prepared(item, seq_id, future))
             return
-        future = self._prep.submit(prepare, *args)
+        future = self._prep.submit(fn, *args)
         future.add_done_callback(lambda f: self._inbox.put(Prepared(item, seq_id, f)))
 
     def _accept(self, prepared: Prepared) -> None:
-        assert self._scheduler is not None
-        item, seq_id = prepared.submit, prepared.seq_id
+        """Queue a prepared request, or refuse it (its preparation failed, the queue is
+        full)."""
+        item = prepared.submit
         if self._preparing.pop(item.request.request_id, None) is None:
             return  # aborted, or failed by cancel_all, while it was being prepared
         try:
-            active, seq = prepared.future.result()
-            self._scheduler.add(seq)
+            self._queue(prepared)
         except QueueFullError:
-            self._reject(
-                item,
-                QueueFull(
-                    f"model {self.name!r} has {self._max_waiting} requests waiting; retry later",
-                    retry_after=2,
-                ),
-            )
-            return
+            waiting = f"model {self.name!r} has {self._max_waiting} requests waiting"
+            self._reject(item, QueueFull(f"{waiting}; retry later", retry_after=2))
         except HearthError as exc:
             self._reject(item, exc)
-            return
         except Exception:
             log.exception("request %s could not be prepared", item.request.request_id)
             self._reject(item, InternalError("the request could not be prepared"))
-            return
+
+    def _queue(self, prepared: Prepared) -> None:
+        """Hand a prepared request to the scheduler; it is accepted. Raises what
+        ``prepare`` raised, or QueueFullError."""
+        assert self._scheduler is not None
+        item, seq_id = prepared.submit, prepared.seq_id
+        active, seq = prepared.future.result()
+        self._scheduler.add(seq)
         self._active[seq_id] = active
         self._by_request[item.request.request_id] = seq_id
         item.stream.push(Accepted(len(active.prompt), reasoning_open=active.reasoning_open))
 
     def _reject(self, item: Submit, exc: HearthError) -> None:
+        """Refuse a request before it is queued; it fails alone."""
         reason = exc.code or type(exc).__name__
         self._metrics.inc("hearth_requests_rejected_total", model=self.name, reason=reason)
         item.stream.push(Failed(exc))

@@ -31,6 +31,8 @@ _HELP = {
     "hearth_generation_tokens_total": ("counter", "Tokens generated."),
     "hearth_prefix_cache_hits_total": ("counter", "Requests that reused cached prefix KV."),
     "hearth_prefix_cache_hit_tokens_total": ("counter", "Prompt tokens served from the cache."),
+    "hearth_embedding_inputs_total": ("counter", "Inputs embedded or reranked."),
+    "hearth_embedding_tokens_total": ("counter", "Tokens of the inputs embedded or reranked."),
     "hearth_requests_total": ("counter", "Requests finished, by finish reason."),
     "hearth_requests_rejected_total": ("counter", "Requests refused, by reason."),
     "hearth_tool_call_parse_failures_total": (

@@ -36,7 +36,7 @@ from backends.base import BackendPlugin, Capabilities, LoadRequest
 from server.engine.inbox import RequestStream
 from server.engine.loop import EngineState
 from server.engine.metrics import Metrics
-from server.engine.requests import Failed, Finished, GenerationRequest
+from server.engine.requests import Embedded, EngineRequest, Failed, Finished
 from server.errors import InternalError, ModelUnavailable
 
 log = logging.getLogger("hearth.remote")
@@ -131,7 +131,7 @@ class RemoteEngine:
     def vocab_size(self) -> int:
         return self.capabilities.vocab_size if self.capabilities else 0
 
-    def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> RequestStream:
+    def submit(self, request: EngineRequest, loop: asyncio.AbstractEventLoop) -> RequestStream:
         if self.state is not EngineState.READY:
             raise ModelUnavailable(
                 f"model {self.name!r} is {self.state.value}"
@@ -227,7 +227,7 @@ class RemoteEngine:
         for request_id, event in events:
             with self._lock:
                 stream = self._streams.get(request_id)
-                if isinstance(event, Finished | Failed):
+                if isinstance(event, Finished | Embedded | Failed):
                     self._streams.pop(request_id, None)
             if stream is not None:
                 stream.push(event)
@@ -276,10 +276,11 @@ class RemoteEngine:
 
     def _log_stderr(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stderr is not None
-        for raw in proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip()
-            self._stderr.append(line)
-            log.info("[%s] %s", self.name, line)
+        with proc.stderr:  # closed at the runner's end, not left to the collector
+            for raw in proc.stderr:
+                line = raw.decode("utf-8", "replace").rstrip()
+                self._stderr.append(line)
+                log.info("[%s] %s", self.name, line)
 
     def resident_bytes(self) -> int | None:
         """The runner's resident memory (Linux's /proc; None elsewhere or when gone)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from array import array
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,6 +75,28 @@ class GenerationRequest:
     thinking: Thinking = Thinking()
     # Extra variables for the chat template (chat_template_kwargs), values as JSON text.
     template_kwargs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    """A validated request for an embedding model's vectors of ``inputs`` (texts, or
+    token ids taken as they are), or, with ``query``, a reranker's relevance score of
+    each input as a document for that query."""
+
+    request_id: str
+    model: str
+    inputs: tuple[str | tuple[int, ...], ...]
+    arrival: float  # time.monotonic() when the HTTP request arrived
+    query: str | None = None  # a rerank: the inputs are its documents
+    truncate: bool = False  # an input over the limit is cut to it, not refused
+    context_limit: int | None = None  # a smaller limit per input (Ollama's num_ctx)
+    dimensions: int | None = None  # keep a vector's first dimensions (a matryoshka model)
+    keep_alive: float | None = None  # as GenerationRequest's
+    param: str = "input"  # the field named when an input is refused
+
+
+# What an engine serves; the kind must match the model's task.
+EngineRequest = GenerationRequest | EmbeddingRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +176,15 @@ class Finished:
 
 
 @dataclass(frozen=True, slots=True)
+class Embedded:
+    """The last event of an embedding request: one float32 vector per input, in order
+    (a reranker's: its relevance score, from 0 to 1, first), and the tokens read."""
+
+    vectors: tuple[array[float], ...]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     error: HearthError
 
@@ -166,6 +198,7 @@ Event = (
     | ToolCallArguments
     | ToolCallDelta
     | Finished
+    | Embedded
     | Failed
 )
 

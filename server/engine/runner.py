@@ -8,7 +8,8 @@ tuples through :mod:`multiprocessing.connection`:
 parent -> runner::
 
     ("load", plugin "module:Class", LoadRequest, max_waiting, default_max_tokens)
-    ("submit", GenerationRequest)   ("abort", request_id)   ("cancel_all", message)
+    ("submit", GenerationRequest | EmbeddingRequest)   ("abort", request_id)
+    ("cancel_all", message)
     ("invoke", call_id, method, args, kwargs)   ("ping", n)   ("stop",)
 
 runner -> parent::
@@ -17,7 +18,8 @@ runner -> parent::
     ("batch", [(request_id, Event), ...], [metric operations])   one per step, or less
     ("result", call_id, value, error)   ("pong", n)
 
-The engine loop is today's :class:`~server.engine.loop.Engine`, moved whole; its events
+The engine loop is :class:`~server.engine.loop.Engine` (an embedding or reranking
+model's: :class:`~server.engine.embed_loop.EmbedEngine`), moved whole; its events
 and metric updates go into one outbox, which a writer thread drains into one message at
 a time, so a step's deltas travel together. The runner ends when the parent does (the
 socket closes; on Linux also ``PR_SET_PDEATHSIG``), so no orphan holds model memory.
@@ -36,6 +38,8 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
+from backends.base import GENERATE
+from server.engine.embed_loop import EmbedEngine
 from server.engine.loop import Engine, EngineState
 from server.engine.requests import Event
 
@@ -127,7 +131,8 @@ def _plugin(spec: str) -> Any:
 def serve(conn: Connection) -> None:
     outbox = Outbox(conn)
     _, spec, load, max_waiting, default_max_tokens = conn.recv()
-    engine = Engine(
+    kind = Engine if load.task == GENERATE else EmbedEngine
+    engine = kind(
         load.name, _plugin(spec), load, metrics=ForwardedMetrics(outbox),  # type: ignore[arg-type]
         max_waiting=max_waiting, default_max_tokens=default_max_tokens,
     )  # fmt: skip

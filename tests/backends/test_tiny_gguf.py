@@ -74,8 +74,9 @@ def _attention(w: dict[str, np.ndarray], p: str, h: np.ndarray) -> np.ndarray:
     return out
 
 
-def reference_logits(w: dict[str, np.ndarray], ids: list[int]) -> np.ndarray:
-    """The last position's logits over ``ids`` (tied embeddings: the head is the table)."""
+def reference_hidden(w: dict[str, np.ndarray], ids: list[int]) -> np.ndarray:
+    """Every position's last hidden state over ``ids``, after the final norm (what
+    llama.cpp pools for an embedding)."""
     x = w["model.embed_tokens.weight"][ids]
     for i in range(N_LAYER):
         p = f"model.layers.{i}."
@@ -83,7 +84,12 @@ def reference_logits(w: dict[str, np.ndarray], ids: list[int]) -> np.ndarray:
         h = _rms(x, w[p + "post_attention_layernorm.weight"])
         gate, up = h @ w[p + "mlp.gate_proj.weight"].T, h @ w[p + "mlp.up_proj.weight"].T
         x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj.weight"].T
-    out: np.ndarray = w["model.embed_tokens.weight"] @ _rms(x[-1], w["model.norm.weight"])
+    return _rms(x, w["model.norm.weight"])
+
+
+def reference_logits(w: dict[str, np.ndarray], ids: list[int]) -> np.ndarray:
+    """The last position's logits over ``ids`` (tied embeddings: the head is the table)."""
+    out: np.ndarray = w["model.embed_tokens.weight"] @ reference_hidden(w, ids)[-1]
     return out
 
 

@@ -79,6 +79,61 @@ def test_output_parsers_are_known_names_or_none(tmp_path: Path) -> None:
         load_models_file(bad, tmp_path)
 
 
+def test_tasks_and_their_pooling(tmp_path: Path) -> None:
+    text = """
+    [models.chat]
+    path = "c.gguf"
+    [models.minilm]
+    path = "e.gguf"
+    task = "embed"
+    [models.nomic]
+    path = "n.gguf"
+    task = "embed"
+    pooling = "last"
+    normalize = false
+    matryoshka = true
+    max_sequences = 16
+    [models.ranker]
+    path = "r.gguf"
+    task = "rerank"
+    """
+    models = load_models_file(write(tmp_path, text), tmp_path)
+    chat, minilm, nomic, ranker = (models.models[n] for n in ("chat", "minilm", "nomic", "ranker"))
+    assert (chat.task, chat.pooling, chat.normalize, chat.max_sequences) == (
+        "generate", None, False, 8,
+    )  # fmt: skip
+    # an embedding model: pooling from its GGUF, normalised, 64 inputs a pass
+    assert (minilm.task, minilm.pooling, minilm.normalize, minilm.matryoshka) == (
+        "embed", None, True, False,
+    )  # fmt: skip
+    assert minilm.max_sequences == 64
+    assert (nomic.pooling, nomic.normalize, nomic.matryoshka, nomic.max_sequences) == (
+        "last", False, True, 16,
+    )  # fmt: skip
+    assert (ranker.task, ranker.pooling, ranker.normalize) == ("rerank", "rank", False)
+    assert models.serving("embed") == ["minilm", "nomic"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ('task = "chat"', 'key \'task\' must be one of "generate", "embed", "rerank"'),
+        ('pooling = "mean"', 'key \'pooling\' needs task = "embed" or "rerank"'),
+        ("normalize = true", "key 'normalize' needs task = \"embed\""),
+        ("matryoshka = true", "key 'matryoshka' needs task = \"embed\""),
+        ('task = "rerank"\nnormalize = true', "key 'normalize' needs task = \"embed\""),
+        ('task = "rerank"\npooling = "mean"', "key 'pooling' must be one of \"rank\""),
+        ('task = "embed"\npooling = "rank"', 'must be one of "mean", "cls", "last"'),
+        ('task = "embed"\npooling = "max"', "key 'pooling' must be one of"),
+        ('task = "embed"\nnormalize = "yes"', "key 'normalize' must be true or false"),
+    ],
+)
+def test_task_mistakes_name_the_model_and_key(tmp_path: Path, body: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_models_file(write(tmp_path, f'[models.m]\npath = "a"\n{body}\n'), tmp_path)
+    assert "model 'm'" in str(info.value) and fragment in str(info.value)
+
+
 def test_gpu_layers_auto_is_none(tmp_path: Path) -> None:
     path = write(tmp_path, '[models.m]\npath = "m.gguf"\ngpu_layers = "auto"\n')
     assert load_models_file(path, tmp_path).models["m"].gpu_layers is None
