@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from backends.base import GENERATE
 from server.api.body import hub_of
 from server.api.relay import SSE_HEADERS
 from server.config import ModelConfig
@@ -36,13 +37,15 @@ async def when_loaded(
     keep_alive: bytes,
     error_event: Callable[[HearthError], bytes],
 ) -> Response:
-    """``handler(engine, config)`` for model ``name``, loading it first if needed."""
+    """``handler(engine, config)`` for model ``name``, a model that generates, loading
+    it first if needed."""
     hub = hub_of(request)
-    await hub.start_load(name)  # an unknown model or a refused load is an HTTP error
+    # An unknown model, an embedding model, a refused load: an HTTP error.
+    await hub.start_load(name, GENERATE)
     if not streamed or hub.is_loaded(name):
-        engine, config = await hub.acquire(name)
+        engine, config = await hub.acquire(name, GENERATE)
         return await handler(engine, config)
-    return _StreamAfterLoad(hub.acquire(name), handler, keep_alive, error_event)
+    return _StreamAfterLoad(hub.acquire(name, GENERATE), handler, keep_alive, error_event)
 
 
 class _StreamAfterLoad(Response):

@@ -1,5 +1,6 @@
 """An accepted generation's events on their way to its HTTP response: what the
-generation routes (chat, completions, ``/infill``) share around their own formatting.
+generation routes (chat, completions, ``/infill``) share around their own formatting;
+and an embedding request's one answer (:func:`embedded`), under the same bookkeeping.
 
 A route makes a :class:`Relay` once the engine has accepted the request and reads
 ``relay.events()`` into its response shape: a response sent whole calls ``relay.close()``
@@ -30,6 +31,9 @@ from server.engine.inbox import RequestStream
 from server.engine.parsers import OutputStream
 from server.engine.requests import (
     Accepted,
+    Embedded,
+    EmbeddingRequest,
+    EngineRequest,
     Event,
     Failed,
     Finished,
@@ -92,7 +96,7 @@ class Relay:
         engine: ModelEngine,
         stream: RequestStream,
         deadline: Deadline,
-        gen: GenerationRequest,
+        gen: EngineRequest,
         *,
         streamed: bool,
     ) -> None:
@@ -159,6 +163,9 @@ class Relay:
         if isinstance(event, Finished):
             self.done = True
             self._outcome, self._usage = event.reason.value, event.usage
+        elif isinstance(event, Embedded):
+            self.done = True
+            self._outcome, self._usage = "embedded", Usage(event.prompt_tokens, 0, 0)
         elif isinstance(event, Failed):
             self.done = True
             self._outcome = f"error:{event.error.code or event.error.status}"
@@ -209,12 +216,14 @@ class Relay:
 
 
 async def start(
-    request: Request, engine: ModelEngine, gen: GenerationRequest
+    request: Request, engine: ModelEngine, gen: EngineRequest
 ) -> tuple[RequestStream, Deadline]:
     """Submit ``gen`` and wait until the engine accepts it; a refusal raises here,
     before any response starts. A chat's events come parsed (see :func:`parsed`)."""
     deadline = Deadline(engine, gen, request.app.state.settings)
-    stream = parsed(request, engine, gen, engine.submit(gen, asyncio.get_running_loop()))
+    stream = engine.submit(gen, asyncio.get_running_loop())
+    if isinstance(gen, GenerationRequest):
+        stream = parsed(request, engine, gen, stream)
     try:
         first = await deadline.next(stream)
     except asyncio.CancelledError:
@@ -243,6 +252,22 @@ def parsed(
         parallel=gen.parallel_tool_calls, reasoning_format=reasoning,
         tool_format=tool_format(engine),
     )  # fmt: skip
+
+
+async def embedded(request: Request, engine: ModelEngine, emb: EmbeddingRequest) -> Embedded:
+    """Run an embedding request to its vectors; a refusal or failure raises. Held,
+    timed, logged and dropped when the client leaves, as a generation sent whole."""
+    stream, deadline = await start(request, engine, emb)
+    relay = Relay(request, engine, stream, deadline, emb, streamed=False)
+    try:
+        async for event in relay.events():
+            if isinstance(event, Embedded):
+                return event
+            if isinstance(event, Failed):
+                raise event.error
+        raise InternalError("the request ended without a last event")
+    finally:
+        relay.close()
 
 
 def tool_format(engine: ModelEngine) -> str:

@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from server.engine.handle import ModelEngine
 from server.engine.inbox import RequestStream
-from server.engine.requests import Accepted, Event, GenerationRequest
+from server.engine.requests import Accepted, EngineRequest, Event
 from server.errors import RequestTimeout
 from server.settings import Settings
 
@@ -35,10 +35,10 @@ SEND_GRACE_S = 2.0
 class Deadline:
     """The clock of one request; ``next`` is ``stream.next`` under the request's limits."""
 
-    def __init__(self, engine: ModelEngine, gen: GenerationRequest, settings: Settings) -> None:
+    def __init__(self, engine: ModelEngine, gen: EngineRequest, settings: Settings) -> None:
         self._engine = engine
         self._request_id = gen.request_id
-        # GenerationRequest.arrival is time.monotonic(), which the event loop's clock is.
+        # A request's arrival is time.monotonic(), which the event loop's clock is.
         self.end = gen.arrival + settings.request_timeout
         self._first_end = gen.arrival + settings.first_token_timeout
         self._request_timeout = settings.request_timeout

@@ -25,7 +25,8 @@ def report(models: ModelsFile, hw: Hardware | None = None) -> str:
             lines += _cpu_paths(models)
     lines.append(f"models ({models.path}):")
     for config in models.models.values():
-        lines.append(f"  {config.name}: {_why(config.backend, config.path, plugins, hw)}")
+        task = "" if config.task == "generate" else f" [task {config.task}]"
+        lines.append(f"  {config.name}{task}: {_why(config.backend, config.path, plugins, hw)}")
     return "\n".join(lines)
 
 

@@ -37,16 +37,23 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def table(models: list[dict[str, Any]]) -> str:
-    rows = [("NAME", "STATE", "MEMORY", "REQUESTS", "UNTIL", "PID")]
+    rows = [("NAME", "TASK", "STATE", "MEMORY", "REQUESTS", "UNTIL", "PID")]
     for m in models:
         memory = m.get("resident_bytes") or m.get("footprint_bytes")
         rows.append((
-            m["id"], m["state"], f"{memory / 2**30:.1f} GiB" if memory else "-",
+            m["id"], _task(m), m["state"], f"{memory / 2**30:.1f} GiB" if memory else "-",
             str(m.get("requests_in_flight") or 0), _until(m), str(m.get("runner_pid") or "-"),
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                      for row in rows)  # fmt: skip
+
+
+def _task(model: dict[str, Any]) -> str:
+    """``generate``, or ``embed (mean)`` / ``rerank (rank)`` with the pooling."""
+    task = str(model.get("task") or "generate")
+    pooling = model.get("pooling")
+    return f"{task} ({pooling})" if pooling and task != "generate" else task
 
 
 def _until(model: dict[str, Any]) -> str:

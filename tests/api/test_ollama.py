@@ -294,7 +294,7 @@ def test_think_false_and_empty_context_are_accepted(client: TestClient) -> None:
 def test_every_error_on_api_paths_has_ollamas_shape(client: TestClient) -> None:
     assert_error(client.post(CHAT, content=b"{"), 400, "not valid JSON")
     assert_error(client.get(CHAT), 405)
-    assert_error(client.get("/api/embeddings"), 404)
+    assert_error(client.get("/api/copy"), 404)  # a route of Ollama's that hearth lacks
     assert_error(client.post(CHAT, json=chat(), headers={"host": "evil.example"}), 403)
 
 

@@ -4,8 +4,8 @@ models of models.toml as Ollama lists its own. See docs/ollama.md."""
 
 from __future__ import annotations
 
-from server.api.ollama import catalogue, pull, routes
+from server.api.ollama import catalogue, embed, pull, routes
 
-ROUTES = routes.ROUTES + catalogue.ROUTES + pull.ROUTES
+ROUTES = routes.ROUTES + catalogue.ROUTES + pull.ROUTES + embed.ROUTES
 
 __all__ = ["ROUTES"]

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from backends.base import EMBED, GENERATE
 from backends.llamacpp.gguf_header import GGUFHeaderError, SkippedArray, read_header
 from server.api import fields as f
 from server.api.body import hub_of, read_json
@@ -147,6 +148,8 @@ def _parameters(config: ModelConfig, context: int) -> str:
 
 
 def _capabilities(hub: ModelHub, config: ModelConfig, template: str | None) -> list[str]:
+    if config.task != GENERATE:  # a reranker: nothing Ollama names
+        return ["embedding"] if config.task == EMBED else []
     out = ["completion"]
     if template and "tools" in template:
         out.append("tools")

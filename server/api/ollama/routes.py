@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from backends.base import GENERATE
 from server.api.body import hub_of, read_json
 from server.api.ollama import render, schemas
 from server.api.ollama.catalogue import find
@@ -46,7 +47,7 @@ async def _answer(
     parsed = parse(body, config.sampling, model=config.name)
     if parsed.generation is None:
         return JSONResponse(await _load_only(hub, config.name, parsed, chat))
-    engine, _ = await hub.acquire(config.name)
+    engine, _ = await hub.acquire(config.name, GENERATE)
     loaded = time.monotonic()
     gen = replace(parsed.generation, arrival=loaded)  # its timeouts start once it can run
     stream, deadline = await start(request, engine, gen)

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from backends.base import GENERATE
 from server.api.body import hub_of, read_json
 from server.api.openai import schemas
 from server.api.openai.messages import MAX_PROMPT_CHARS
@@ -110,7 +111,7 @@ async def infill(request: Request) -> Response:
     body = await read_json(request)
     hub = hub_of(request)
     model, completion, fim = parse_infill(body, hub.models.default)
-    engine, config = await hub.acquire(model)
+    engine, config = await hub.acquire(model, GENERATE)
     parsed = schemas.parse_completion(completion, config.sampling, model=config.name)
     gen = dataclasses.replace(parsed.generation, prompt=None, fim=fim, priority=INTERACTIVE)
     stream, deadline = await start(request, engine, gen)
