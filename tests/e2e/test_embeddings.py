@@ -3,7 +3,8 @@
 ``ollama`` client, checked against reference vectors computed without llama.cpp; the
 retrieval check (each question finds its code snippet); concurrent requests sharing
 passes; the default chat model loaded a second time as an embedding model (mean
-pooling); and requests of the wrong kind for a model. Each model in its own runner."""
+pooling); reranking with a reranker-shaped model (tests/rerank_gguf.py); and requests
+of the wrong kind for a model. Each model in its own runner."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import pytest
 from server.cli.pull import default_cache_dir
 from server.config import load_models_file
 from tests.e2e.conftest import MODELS_FILE, serve
+from tests.rerank_gguf import Head, build_reranker
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +32,7 @@ REFERENCE = json.loads(
 )
 MODELS = load_models_file(MODELS_FILE, default_cache_dir()).models
 EMBEDDER = "all-minilm-l6-v2"
+HEAD: list[Head] = []  # the reranker's classification head, once built
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +41,16 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip(f"the embedding model is not pulled: hearth pull {EMBEDDER}")
     folder = tmp_path_factory.mktemp("embeddings")
     minilm, qwen = MODELS[EMBEDDER].path, MODELS["qwen2.5-coder-0.5b"].path
+    HEAD.append(build_reranker(minilm, folder / "reranker.gguf"))
     (folder / "models.toml").write_text(
         f'[models.minilm]\naliases = ["all-minilm"]\npath = "{minilm}"\ntask = "embed"\n'
         f"context_length = 512\n"
         f'[models.qwen]\npath = "{qwen}"\ncontext_length = 4096\nmax_sequences = 4\n'
         f'[models.qwen-embed]\npath = "{qwen}"\ntask = "embed"\npooling = "mean"\n'
         f"context_length = 1024\nbatch_tokens = 1024\nmax_sequences = 16\n"
+        f'[models.ranker]\npath = "{folder / "reranker.gguf"}"\ntask = "rerank"\n'
+        f'[models.minilm-cls]\npath = "{minilm}"\ntask = "embed"\npooling = "cls"\n'
+        f"normalize = false\n"
     )
     with serve(folder / "server.log", ("minilm", "qwen"), folder / "models.toml") as url:
         yield url
@@ -134,7 +141,37 @@ def test_requests_of_the_wrong_kind(client: openai.OpenAI, base: str) -> None:
     assert "minilm, qwen-embed" in str(info.value)
     reply = httpx.post(f"{base}/v1/rerank", json={"model": "minilm", "query": "q",
                                                   "documents": ["d"]})  # fmt: skip
-    assert reply.status_code == 400 and "no model in models.toml can" in reply.text
+    assert reply.status_code == 400 and "models that can: ranker" in reply.text
+
+
+@pytest.mark.parametrize("route", ["/v1/rerank", "/rerank"])
+def test_rerank_scores_are_the_rerankers_head_over_each_pair(base: str, route: str) -> None:
+    """The reranker is tests/rerank_gguf.py's (a random head on all-MiniLM): its scores
+    are checked against the head applied to the [CLS] state of each (query, document)
+    pair, which the server gives as a cls-pooled embedding of the pair's tokens."""
+    query, docs = "reverse a list", ["xs[::-1] reverses xs", "SELECT 1", "list.reverse()"]
+    reply = httpx.post(f"{base}{route}", json={"model": "ranker", "query": query,
+                                               "documents": docs, "top_n": 2,
+                                               "return_documents": True}, timeout=60)  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    results = body["results"]
+    assert len(results) == 2 and results[0]["relevance_score"] >= results[1]["relevance_score"]
+    assert all(docs[r["index"]] == r["document"]["text"] for r in results)
+
+    def tokens(text: str) -> list[int]:
+        got = httpx.post(f"{base}/tokenize", json={"model": "minilm", "content": text})
+        ids: list[int] = got.json()["tokens"]
+        return ids
+
+    pairs = [[101, *tokens(query), 102, *tokens(d), 102] for d in docs]
+    assert body["usage"]["prompt_tokens"] == sum(len(p) for p in pairs)
+    hidden = httpx.post(f"{base}/v1/embeddings", json={"model": "minilm-cls", "input": pairs})
+    states = [np.array(d["embedding"]) for d in hidden.json()["data"]]
+    expected = [1 / (1 + np.exp(-HEAD[0].logit(h))) for h in states]
+    for r in results:
+        assert r["relevance_score"] == pytest.approx(expected[r["index"]], abs=1e-3)
+    assert [r["index"] for r in results] == list(np.argsort(expected)[::-1][:2])
 
 
 def test_models_lists_tasks_and_runners(base: str) -> None:
