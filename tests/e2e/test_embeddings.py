@@ -1,10 +1,11 @@
-"""Embeddings on a real server: the shipped embedding model (all-MiniLM-L6-v2) through the
-``openai`` client (base64, which the client asks for by default, and float) and the
-``ollama`` client, checked against reference vectors computed without llama.cpp; the
-retrieval check (each question finds its code snippet); concurrent requests sharing
-passes; the default chat model loaded a second time as an embedding model (mean
-pooling); reranking with a reranker-shaped model (tests/rerank_gguf.py); and requests
-of the wrong kind for a model. Each model in its own runner."""
+"""Embeddings on a real server: the shipped embedding model (all-MiniLM-L6-v2) through
+the ``openai`` client (base64, which the client asks for by default, and float),
+LangChain's ``OpenAIEmbeddings`` and the ``ollama`` client, checked against reference
+vectors computed without llama.cpp; the retrieval check (each question finds its code
+snippet); concurrent requests sharing passes; the default chat model loaded a second
+time as an embedding model (mean pooling); reranking with a reranker-shaped model
+(tests/rerank_gguf.py); and requests of the wrong kind for a model. Each model in its
+own runner."""
 
 from __future__ import annotations
 
@@ -89,6 +90,22 @@ def test_each_question_finds_its_snippet(client: openai.OpenAI) -> None:
     asked = client.embeddings.create(model="minilm", input=queries).data
     best = (np.array([d.embedding for d in asked]) @ code.T).argmax(1)
     assert int((best == np.arange(len(queries))).sum()) >= 18
+
+
+def test_langchains_openai_embeddings(base: str) -> None:
+    """LangChain's ``OpenAIEmbeddings`` as a retrieval app sets it up for a server that is
+    not OpenAI: ``check_embedding_ctx_length=False``, so it sends text, not tiktoken's
+    token ids (which mean nothing to another model's vocabulary)."""
+    embeddings_module = pytest.importorskip("langchain_openai")
+    items = REFERENCE["texts"][:6]
+    lc = embeddings_module.OpenAIEmbeddings(
+        model="all-minilm", base_url=f"{base}/v1", api_key="unused",
+        check_embedding_ctx_length=False, chunk_size=4,
+    )  # fmt: skip
+    documents = lc.embed_documents([t["text"] for t in items])
+    assert cosines(documents, items).min() >= 0.99
+    query = lc.embed_query(items[0]["text"])
+    assert cosines([query], items[:1]).min() >= 0.99
 
 
 def test_concurrent_requests_share_passes(base: str, client: openai.OpenAI) -> None:
