@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -134,6 +135,20 @@ def http(base_url: str) -> Iterator[httpx.Client]:
 
 
 Tokenize = Callable[..., list[int]]
+
+
+def wait_idle(base_url: str, timeout: float = 60.0) -> None:
+    """Until no model runs or queues a sequence: a stream an earlier test left (its
+    client gone, its abort still on the way) would share the batch, and a batch of two
+    computes the last bits of the logits otherwise than one alone."""
+    busy = re.compile(r"^hearth_requests_(?:running|waiting)\{[^}]*\} (\S+)$", re.M)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{base_url}/metrics", timeout=10).text
+        if not any(float(v) for v in busy.findall(text)):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the server was still busy after {timeout:.0f} s")
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ import httpx
 import openai
 import pytest
 
+from tests.e2e.conftest import wait_idle
+
 pytestmark = pytest.mark.e2e
 
 Tokenize = Callable[..., list[int]]
@@ -39,9 +41,11 @@ def test_chat_shape_and_answer(client: openai.OpenAI) -> None:
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 
-def test_stream_matches_non_streamed(client: openai.OpenAI) -> None:
+def test_stream_matches_non_streamed(client: openai.OpenAI, base_url: str) -> None:
     # A seed prefills each afresh: reusing the first one's KV would recompute only the
     # last prompt token, alone, whose logits differ in the last bits (README, "Seeds").
+    # Each runs alone in the batch, for the same reason.
+    wait_idle(base_url)
     whole = client.chat.completions.create(
         model="default", messages=CODE, temperature=0, max_tokens=20, seed=7
     )
