@@ -108,6 +108,19 @@ def test_choosing_a_backend_for_a_gguf_never_imports_mlx(tmp_path: Path) -> None
     assert run.stdout.split() == ["llamacpp", "True", "False", "False"]
 
 
+@pytest.mark.parametrize("task", ["embed", "rerank"])
+def test_the_mlx_backend_refuses_to_embed_saying_why(tmp_path: Path, task: str) -> None:
+    from backends.base import LoadRequest, ModelLoadError
+    from backends.mlx.backend import MlxPlugin
+
+    request = LoadRequest(
+        name="m", path=tmp_path, context_length=512, max_sequences=4, threads=1,
+        gpu_layers=None, tensor_split=None, chat_template=None, batch_tokens=64, task=task,
+    )  # fmt: skip
+    with pytest.raises(ModelLoadError, match=r"generates text only.*GGUF on llama\.cpp"):
+        MlxPlugin().load(request)
+
+
 def test_a_plugin_is_probed_once_and_only_when_asked() -> None:
     class Counting(FakePlugin):
         probes = 0
