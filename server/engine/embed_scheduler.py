@@ -1,13 +1,20 @@
 """Which embedding inputs go into the next forward pass.
 
 An embedding or rerank request is a job: its inputs, each of a known number of tokens.
-A pass embeds up to ``batch_tokens`` tokens in at most ``max_inputs`` inputs, each input
-whole (a pooled vector needs all of its tokens in one pass). The pass is filled from
-every job with inputs left, one input from each in arrival order, round after round,
-until the next input of every job would not fit: concurrent requests share passes, and a
-request of a few inputs behind one of two thousand waits for a pass, not for all of them.
-A job's inputs go in order; one whose next input does not fit the room left sits the
-rest of that pass out.
+A pass embeds at most ``max_inputs`` inputs, each input whole (a pooled vector needs all
+of its tokens in one pass), up to ``pass_tokens`` tokens, or one input alone of up to
+``batch_tokens`` (the most the model's pass holds). ``pass_tokens`` may be smaller than
+``batch_tokens``: the attention of an encoder's pass spans every token in it, so many
+short inputs embed faster in passes of a few hundred tokens.
+
+A pass is filled from the jobs with the fewest inputs left first (arrival order among
+equals), each job's inputs in order, then the next job's, until nothing more fits:
+concurrent requests share passes; a query of a few inputs behind an index of two
+thousand waits for one pass, not for all of it; and requests finish one after another
+rather than all together, so a client can send its next one while the others run (the
+model never waits for a round trip). A job whose next input does not fit the room left
+sits the rest of that pass out. One left out of ``MAX_SKIPS`` passes in a row goes
+first, so a large job is never starved by a stream of small ones.
 
 Like :mod:`server.engine.scheduler` it knows no backend and does no I/O: the engine
 runs the plan and records it, so this is tested in milliseconds.
@@ -19,6 +26,8 @@ from dataclasses import dataclass
 
 from server.engine.scheduler import QueueFullError
 
+MAX_SKIPS = 8
+
 
 @dataclass(slots=True)
 class EmbedJob:
@@ -26,6 +35,11 @@ class EmbedJob:
     lengths: tuple[int, ...]  # tokens of each input
     planned: int = 0  # inputs handed to passes so far (the first ``planned``)
     done: int = 0  # inputs embedded
+    skipped: int = 0  # passes in a row that took none of its inputs
+
+    @property
+    def left(self) -> int:
+        return len(self.lengths) - self.planned
 
     @property
     def started(self) -> bool:
@@ -42,8 +56,12 @@ class Piece:
 
 
 class EmbedScheduler:
-    def __init__(self, *, batch_tokens: int, max_inputs: int, max_waiting: int) -> None:
+    def __init__(
+        self, *, batch_tokens: int, max_inputs: int, max_waiting: int, pass_tokens: int = 0
+    ) -> None:
+        """``pass_tokens``: the tokens a pass fills to (``batch_tokens`` when 0)."""
         self.batch_tokens = batch_tokens
+        self.pass_tokens = min(pass_tokens or batch_tokens, batch_tokens)
         self.max_inputs = max_inputs
         self.max_waiting = max_waiting
         self.jobs: dict[int, EmbedJob] = {}  # in arrival order
@@ -61,21 +79,16 @@ class EmbedScheduler:
         """The next pass (empty when no job has inputs left), marked as planned."""
         pieces: list[Piece] = []
         tokens = 0
-        turn = [job for job in self.jobs.values() if job.planned < len(job.lengths)]
-        while turn and len(pieces) < self.max_inputs:
-            again = []
-            for job in turn:
-                if len(pieces) == self.max_inputs:
-                    break
+        waiting = [job for job in self.jobs.values() if job.left]
+        for job in sorted(waiting, key=lambda j: (j.skipped < MAX_SKIPS, j.left)):  # stable
+            taken = 0
+            while job.left and len(pieces) < self.max_inputs:
                 n = job.lengths[job.planned]
-                if tokens + n > self.batch_tokens:
-                    continue  # this job sits the rest of the pass out
+                if pieces and tokens + n > self.pass_tokens:
+                    break  # the rest of this job waits for a later pass
                 pieces.append(Piece(job.key, job.planned, n))
-                tokens += n
-                job.planned += 1
-                if job.planned < len(job.lengths):
-                    again.append(job)
-            turn = again
+                tokens, job.planned, taken = tokens + n, job.planned + 1, taken + 1
+            job.skipped = 0 if taken else job.skipped + 1
         return pieces
 
     def advance(self, pieces: list[Piece]) -> list[EmbedJob]:
@@ -99,4 +112,4 @@ class EmbedScheduler:
         return sum(not job.started for job in self.jobs.values())
 
     def has_work(self) -> bool:
-        return any(job.planned < len(job.lengths) for job in self.jobs.values())
+        return any(job.left for job in self.jobs.values())
