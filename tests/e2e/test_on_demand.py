@@ -135,8 +135,8 @@ def test_hearth_ps_lists_what_is_loaded(swapping: str) -> None:
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     header, *rows = done.stdout.splitlines()
-    assert header.split()[:3] == ["NAME", "STATE", "MEMORY"]
-    assert [row.split()[:2] for row in rows] == [["qwen", "ready"]]
+    assert header.split()[:4] == ["NAME", "TASK", "STATE", "MEMORY"]
+    assert [row.split()[:3] for row in rows] == [["qwen", "generate", "ready"]]
     assert "GiB" in rows[0]
     full = subprocess.run([str(HEARTH), "ps", "--all", "--url", swapping], capture_output=True,
                           text=True, timeout=60)  # fmt: skip
