@@ -17,7 +17,10 @@ pytestmark = pytest.mark.e2e
 Tokenize = Callable[..., list[int]]
 
 FRANCE = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
-CODE = [{"role": "user", "content": "Write a Python function that returns the sum of a list."}]
+# A copying task: every greedy choice wins by a wide margin, so where the KV cells lie in
+# a long-running server (which changes the last bits of the logits) cannot tip it.
+COPY = [{"role": "user", "content": "Repeat exactly, nothing else: "
+         "def total(items): return sum(item.price for item in items)"}]  # fmt: skip
 
 
 def test_chat_shape_and_answer(client: openai.OpenAI) -> None:
@@ -47,11 +50,11 @@ def test_stream_matches_non_streamed(client: openai.OpenAI, base_url: str) -> No
     # Each runs alone in the batch, for the same reason.
     wait_idle(base_url)
     whole = client.chat.completions.create(
-        model="default", messages=CODE, temperature=0, max_tokens=20, seed=7
+        model="default", messages=COPY, temperature=0, max_tokens=20, seed=7
     )
     expected = whole.choices[0].message.content
     with client.chat.completions.create(
-        model="default", messages=CODE, temperature=0, max_tokens=20, stream=True, seed=7
+        model="default", messages=COPY, temperature=0, max_tokens=20, stream=True, seed=7
     ) as stream:
         chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -62,7 +65,7 @@ def test_stream_matches_non_streamed(client: openai.OpenAI, base_url: str) -> No
     assert text == expected
     assert len(text) > 10
     finishes = [c.choices[0].finish_reason for c in chunks]
-    assert finishes[-1] == whole.choices[0].finish_reason == "length"
+    assert finishes[-1] == whole.choices[0].finish_reason in ("stop", "length")
     assert all(f is None for f in finishes[:-1])
     assert all(c.usage is None for c in chunks)
 
