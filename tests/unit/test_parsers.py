@@ -114,6 +114,19 @@ def test_a_stray_close_at_the_start_is_dropped() -> None:
     check("\n</think>\n\nHello.", content="Hello.", tools=(), reasoning_format="think")
 
 
+def test_a_close_repeated_after_the_block_is_dropped() -> None:
+    """The engine closes the block for a thinking budget; the model then writes its own
+    close: the answer does not begin with it (seen on the real model)."""
+    check(
+        "The answer to 2 +</think>\n\n</think>\n2 + 3 = 5", content="2 + 3 = 5",
+        reasoning="The answer to 2 +", tools=(), reasoning_format="think", reasoning_open=True,
+    )  # fmt: skip
+    check(
+        "Hm.</think>\n\n</thin", content="</thin", reasoning="Hm.", tools=(),
+        reasoning_format="think", reasoning_open=True,
+    )  # fmt: skip
+
+
 def test_reasoning_cut_by_the_length_limit() -> None:
     check(
         "<think>\nStill thinking about <", reasoning="Still thinking about <", tools=(),

@@ -3,7 +3,8 @@ QwQ, GLM): the text inside is reasoning, the text after the close is the answer.
 
 Where the prompt already opened the block (``reasoning_open``: DeepSeek-R1's template
 ends in ``<think>\\n``), the answer's text starts as reasoning. An answer that starts
-with a stray ``</think>`` (a block the template opened and closed) has it dropped. White
+with a stray ``</think>`` (a block the template opened and closed), or an answer whose
+block is followed by a second ``</think>``, has it dropped. White
 space at the start and the end of the reasoning, and between it and the answer, is
 dropped; reasoning is never read for tool calls.
 """
@@ -44,6 +45,12 @@ class ThinkParser(Buffered):
         text, self._buffer = self._buffer, ""
         if self._lead:
             text = text.lstrip()
+            if not final and text and self.close_tag.startswith(text):
+                self._buffer = text  # perhaps the close tag again: wait for the rest
+                return []
+            # A close tag repeated (the engine closed the block for a budget, then the
+            # model wrote its own) is not the answer's text.
+            text = text.removeprefix(self.close_tag).lstrip()
             self._lead = not text
         return content(text)
 
