@@ -7,8 +7,9 @@ import json
 import pytest
 
 from backends.base import Tool
+from server.engine.parsers import matches
+from server.engine.parsers.hermes import HermesParser as ToolCallParser
 from server.engine.requests import TextDelta, ToolCallDelta
-from server.engine.toolcalls import ToolCallParser, matches
 
 WEATHER = Tool(
     "get_weather",
