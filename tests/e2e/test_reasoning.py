@@ -97,7 +97,7 @@ def test_thinking_turned_off_answers_without_reasoning(base: str) -> None:
 
 def test_anthropic_thinking_block_then_text_with_a_budget(base: str) -> None:
     """The budget ends the thinking after 6 tokens: a thinking block, then the answer."""
-    body = {"model": "thinker", "messages": QUESTION, "max_tokens": 40,
+    body = {"model": "thinker", "messages": QUESTION, "max_tokens": 40, "temperature": 0,
             "thinking": {"type": "enabled", "budget_tokens": 6}}  # fmt: skip
     blocks = post(base, "/v1/messages", body)["content"]
     assert [b["type"] for b in blocks] == ["thinking", "text"]
