@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     pull_missing: bool = True
     # On SIGTERM, how long running streams may finish before they are cut.
     drain_seconds: float = Field(default=30.0, ge=0)
+    # On SIGTERM, how long readiness is 503 while requests are still served, before the
+    # drain: a balancer polling /health/ready takes the replica out in that time.
+    drain_notice_seconds: float = Field(default=0.0, ge=0)
     # A request ends (504, or a final SSE error event) and its sequence is freed after
     # this long in all, or when it has waited this long to be admitted (queued).
     request_timeout: float = Field(default=1800.0, gt=0)

@@ -1,8 +1,10 @@
 """Running the server: graceful drain on SIGTERM, and exit when an engine dies.
 
-The first SIGTERM (or SIGINT) starts a drain: new generation requests get 503 with
-``Retry-After`` and readiness turns 503, while running streams may finish for up to
-``drain_seconds``. Streams still running then end with a final SSE error event, the
+The first SIGTERM (or SIGINT) turns readiness 503 at once. For ``notice_seconds``
+(``HEARTH_DRAIN_NOTICE_SECONDS``, default 0) requests are still served, so a balancer
+that polls readiness stops sending new ones before any is refused; then the drain: new
+generation requests get 503 with ``Retry-After``, while running streams may finish for
+up to ``drain_seconds``. Streams still running then end with a final SSE error event, the
 models are freed, and the process exits 0. A second signal stops at once. An
 in-process engine that dies while serving makes the process exit 1, so a supervisor
 restarts it; a runner process that dies or hangs is replaced by its RemoteEngine and
@@ -32,10 +34,17 @@ log = logging.getLogger("hearth.lifecycle")
 
 
 class HearthServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, hub: ModelHub, drain_seconds: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        hub: ModelHub,
+        drain_seconds: float,
+        notice_seconds: float = 0.0,
+    ) -> None:
         super().__init__(config)
         self.hub = hub
         self.drain_seconds = drain_seconds
+        self.notice_seconds = notice_seconds
         self.exit_code = 0
         self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -57,10 +66,17 @@ class HearthServer(uvicorn.Server):
             self.force_exit = True
             return
         self._draining = True
-        log.info("%s: draining for up to %.0f s", signal.Signals(sig).name, self.drain_seconds)
+        log.info(
+            "%s: not ready; draining in %.0f s for up to %.0f s",
+            signal.Signals(sig).name, self.notice_seconds, self.drain_seconds,
+        )  # fmt: skip
         self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain()))
 
     async def _drain(self) -> None:
+        self.hub.announce_drain()
+        announced = time.monotonic()
+        while time.monotonic() - announced < self.notice_seconds and not self.should_exit:
+            await asyncio.sleep(0.05)
         self.hub.start_drain()
         deadline = time.monotonic() + self.drain_seconds
         while self.hub.inflight and time.monotonic() < deadline and not self.should_exit:
@@ -85,8 +101,10 @@ class HearthServer(uvicorn.Server):
                 return
 
 
-def serve(hub: ModelHub, config: uvicorn.Config, drain_seconds: float) -> int:
-    server = HearthServer(config, hub, drain_seconds)
+def serve(
+    hub: ModelHub, config: uvicorn.Config, drain_seconds: float, notice_seconds: float = 0.0
+) -> int:
+    server = HearthServer(config, hub, drain_seconds, notice_seconds)
     server.run()
     return server.exit_code
 

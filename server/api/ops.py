@@ -9,6 +9,7 @@ from starlette.routing import Route
 
 from server.api import fields
 from server.api.body import hub_of, read_json
+from server.engine.metrics import vllm_names
 from server.errors import InvalidRequest, ModelUnavailable
 
 
@@ -26,12 +27,15 @@ async def ready(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    """hearth's own figures, then each loaded model's load figures under vLLM's names
+    for LLM-aware routers."""
     hub = hub_of(request)
     for name, engine in hub.engines.items():
         resident = engine.resident_bytes()
         if resident is not None:
             hub.metrics.set("hearth_model_resident_bytes", resident, model=name)
-    text = hub.metrics.render()
+    loaded = [model["id"] for model in hub.describe() if model["loaded"]]
+    text = hub.metrics.render() + vllm_names(hub.metrics, loaded)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 

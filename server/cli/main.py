@@ -198,7 +198,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         timeout_graceful_shutdown=5, http="h11", h11_max_incomplete_event_size=MAX_HEAD_BYTES,
     )  # fmt: skip
-    lifecycle.leave(lifecycle.serve(hub, server_config, settings.drain_seconds))
+    drain = (settings.drain_seconds, settings.drain_notice_seconds)
+    lifecycle.leave(lifecycle.serve(hub, server_config, *drain))
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> int:

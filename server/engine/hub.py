@@ -77,6 +77,7 @@ class ModelHub:
         self._prompt_cache = prompt_cache  # folder, RAM bytes, disk bytes
         self.load_errors: dict[str, str] = {}
         self.backend_names: dict[str, str] = {}
+        self.leaving = False  # readiness 503 ahead of a drain; requests still served
         self.draining = False
         self.inflight = 0  # generation requests between submit and their last byte
         self._lock = threading.Lock()  # load and unload decisions
@@ -399,7 +400,13 @@ class ModelHub:
         idle_for = time.monotonic() - self._last_used.get(config.name, time.monotonic())
         return "idle", None, round(max(keep - idle_for, 0.0), 1)
 
+    def announce_drain(self) -> None:
+        """Readiness turns 503 while requests are still served, so a balancer stops
+        sending new ones before the drain refuses them."""
+        self.leaving = True
+
     def start_drain(self) -> None:
+        self.leaving = True
         self.draining = True
 
     def cut_remaining(self) -> None:
@@ -412,7 +419,7 @@ class ModelHub:
         return [name for name, engine in self.engines.items() if engine.died_serving()]
 
     def not_ready_reason(self) -> str:
-        if self.draining:
+        if self.leaving:
             return "the server is shutting down"
         engines = list(self.engines.items())
         loading = [name for name, engine in engines if engine.state is EngineState.LOADING]
@@ -427,7 +434,7 @@ class ModelHub:
         """Every preloaded model is ready and no model has failed."""
         preloaded = [self.engines.get(c.name) for c in self._preload]
         return (
-            not self.draining
+            not self.leaving
             and not self.load_errors
             and all(e is not None and e.state is EngineState.READY for e in preloaded)
             and all(e.state is not EngineState.FAILED for e in self.engines.values())

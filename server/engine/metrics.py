@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -41,6 +42,20 @@ _HELP = {
     ),
     "hearth_time_to_first_token_seconds": ("histogram", "Time from arrival to first token."),
     "hearth_inter_token_latency_seconds": ("histogram", "Time between tokens of a stream."),
+    "hearth_spec_drafts_total": ("counter", "Speculative drafts verified, by drafter."),
+    "hearth_spec_draft_tokens_total": ("counter", "Draft tokens verified, by drafter."),
+    "hearth_spec_accepted_tokens_total": ("counter", "Draft tokens accepted, by drafter."),
+    "hearth_spec_acceptance_rate": ("gauge", "Draft tokens accepted per draft token verified."),
+}
+
+# The names LLM-aware routers read by default: the Gateway API Inference Extension's
+# endpoint picker takes vLLM's. Each is one of hearth's own figures per model, labelled
+# ``model_name`` as vLLM labels it; docs/scale-out.md has the mapping.
+_VLLM_HELP = {
+    "vllm:num_requests_running": "Requests in the running batch (hearth_requests_running).",
+    "vllm:num_requests_waiting": "Requests queued for admission (hearth_requests_waiting).",
+    "vllm:kv_cache_usage_perc": "KV cache reserved by running requests, 0 to 1.",
+    "vllm:gpu_cache_usage_perc": "The same as vllm:kv_cache_usage_perc (vLLM's older name).",
 }
 
 Labels = tuple[tuple[str, str], ...]
@@ -91,6 +106,29 @@ class Metrics:
                 for labels, hist in sorted(self._hists.get(name, {}).items()):
                     lines += _histogram_lines(name, labels, hist)
         return "\n".join(lines) + "\n"
+
+
+def vllm_names(metrics: Metrics, models: Iterable[str]) -> str:
+    """The router figures of each model under vLLM's names. KV use counts the cells that
+    running requests reserve, as admission does, not the prefix cache they may evict."""
+    values: dict[str, list[str]] = {name: [] for name in _VLLM_HELP}
+    for model in sorted(models):
+        label = _fmt((("model_name", model),))
+        capacity = metrics.get("hearth_kv_cache_capacity_tokens", model=model)
+        reserved = metrics.get("hearth_kv_cache_reserved_tokens", model=model)
+        usage = min(reserved / capacity, 1.0) if capacity else 0.0
+        figures = {
+            "vllm:num_requests_running": metrics.get("hearth_requests_running", model=model),
+            "vllm:num_requests_waiting": metrics.get("hearth_requests_waiting", model=model),
+            "vllm:kv_cache_usage_perc": usage,
+            "vllm:gpu_cache_usage_perc": usage,
+        }
+        for name, value in figures.items():
+            values[name].append(f"{name}{label} {value:g}")
+    lines: list[str] = []
+    for name, text in _VLLM_HELP.items():
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge", *values[name]]
+    return "\n".join(lines) + "\n"
 
 
 def _histogram_lines(name: str, labels: Labels, hist: _Histogram) -> list[str]:

@@ -115,6 +115,10 @@ def test_health_and_metrics(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'hearth_generation_tokens_total{model="alpha"} 8' in text
     assert "hearth_time_to_first_token_seconds_bucket" in text
+    # The loaded model's router figures under vLLM's names; gamma never loaded.
+    assert 'vllm:num_requests_waiting{model_name="alpha"} 0' in text
+    assert 'vllm:kv_cache_usage_perc{model_name="alpha"} 0' in text
+    assert 'model_name="gamma"' not in text
 
 
 def test_tokenize_and_detokenize(client: TestClient) -> None:

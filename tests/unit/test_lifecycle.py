@@ -250,3 +250,27 @@ def test_drain_window_over_cuts_streams_with_an_error_event(tmp_path: Path) -> N
     assert s.should_exit and s.exit_code == 0
     last = json.loads(text.split("data: ")[-2])
     assert "shutting down" in last["error"]["message"]
+
+
+def test_readiness_turns_503_before_the_drain_refuses_requests(tmp_path: Path) -> None:
+    """Within the notice a balancer sees 503 on /health/ready while a request still gets
+    its answer; after it, the drain refuses new requests."""
+    hub = make_hub(tmp_path, FakePlugin())
+
+    async def run() -> tuple[str, str, str]:
+        async with served(hub) as app:
+            assert hub.ready()
+            s = HearthServer(uvicorn.Config(app=None), hub, 60, notice_seconds=60)  # type: ignore[arg-type]
+            drain = asyncio.create_task(s._drain())
+            await wait_until(lambda: not hub.ready())
+            assert "shutting down" in hub.not_ready_reason()
+            served_in_notice = body_text(await post(app, "/v1/chat/completions", chat("hi")))
+            s.notice_seconds = 0  # the notice ends
+            await wait_until(lambda: hub.draining)
+            refused = await post(app, "/v1/chat/completions", chat("late"))
+            await asyncio.wait_for(drain, 10)
+            return served_in_notice, str(refused[0].get("status")), body_text(refused)
+
+    answer, status, refusal = asyncio.run(run())
+    assert '"finish_reason":"stop"' in answer.replace(" ", "")
+    assert status == "503" and "shutting down" in refusal
