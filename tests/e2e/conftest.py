@@ -89,11 +89,13 @@ def serve(
     wait_for: tuple[str, ...] | None = None,
     procs: list[subprocess.Popen[bytes]] | None = None,
     api_key: str | None = None,
+    port: int | None = None,
 ) -> Iterator[str]:
-    """A real ``hearth serve`` process on a free port; yields its base URL. It waits for
-    ``wait_for`` (default: every model) to load; ``procs`` receives the process. ``api_key``
-    is for a server that asks for one (its key file or keys come in ``env``)."""
-    port = _free_port()
+    """A real ``hearth serve`` process on ``port`` (default: a free one); yields its base
+    URL. It waits for ``wait_for`` (default: every model) to load; ``procs`` receives the
+    process. ``api_key`` is for a server that asks for one (its key file or keys come in
+    ``env``)."""
+    port = port or _free_port()
     command = [str(HEARTH), "--models-file", str(models_file), "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--no-pull"]
     for model in models:
