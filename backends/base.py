@@ -317,6 +317,7 @@ class LoadRequest:
     task: str = GENERATE  # one of TASKS
     pooling: str | None = None  # one of POOLINGS; None: the model's own (its metadata)
     normalize: bool = False  # an embedding model's vectors scaled to unit length
+    rpc_workers: tuple[str, ...] = ()  # llama.cpp RPC workers ("HOST:PORT") to offload to
 
 
 @dataclass(frozen=True, slots=True)

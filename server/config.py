@@ -24,6 +24,8 @@ from backends.base import (
     SamplingParams,
 )
 from backends.formats import NONE, REASONING_FORMATS, TOOL_FORMATS
+from backends.llamacpp.rpc import MAX_WORKERS as MAX_RPC_WORKERS
+from backends.llamacpp.rpc import split_endpoint
 
 DEFAULT_MODELS_FILE = Path(__file__).resolve().parent.parent / "models.toml"
 
@@ -32,7 +34,7 @@ _KEYS = {
     "threads", "gpu_layers", "tensor_split", "chat_template", "chat_template_file",
     "sampling", "batch_tokens", "default_max_tokens", "options", "gpu_memory_limit",
     "kv_cache_type", "main_gpu", "weight_repack", "keep_alive", "reasoning_parser",
-    "tool_parser", "task", "pooling", "normalize", "matryoshka",
+    "tool_parser", "task", "pooling", "normalize", "matryoshka", "rpc_workers",
 }  # fmt: skip
 EMBED_MAX_SEQUENCES = 64  # an embedding model's default inputs per forward pass
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
@@ -75,6 +77,7 @@ class ModelConfig:
     pooling: str | None = None  # an embed or rerank model's; None: from the model's metadata
     normalize: bool = False  # an embed model's vectors scaled to unit length
     matryoshka: bool = False  # trained so that a vector's first dimensions embed alone
+    rpc_workers: tuple[str, ...] = ()  # llama.cpp RPC workers, "HOST:PORT" each
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +182,23 @@ def _parse_model(name: str, table: Any, base: Path, cache_dir: Path) -> ModelCon
         reasoning_parser=get.parser("reasoning_parser", REASONING_FORMATS),
         tool_parser=get.parser("tool_parser", TOOL_FORMATS),
         task=task,
+        rpc_workers=_rpc_workers(get),
         **_pooling(get, task),
     )
+
+
+def _rpc_workers(get: _Getter) -> tuple[str, ...]:
+    """``rpc_workers``: llama.cpp RPC workers as ``"HOST:PORT"`` (IPv4 or a name), each
+    once, at most ggml's 16."""
+    workers = get.str_tuple("rpc_workers")
+    for worker in workers:
+        try:
+            split_endpoint(worker)
+        except ValueError as exc:
+            raise get.fail("rpc_workers", f'a list of "HOST:PORT" strings ({exc})') from None
+    if len(set(workers)) != len(workers) or len(workers) > MAX_RPC_WORKERS:
+        raise get.fail("rpc_workers", f"at most {MAX_RPC_WORKERS} workers, each named once")
+    return workers
 
 
 def _pooling(get: _Getter, task: str) -> dict[str, Any]:

@@ -50,9 +50,7 @@ def _gpu_note(name: str) -> str:
         return f" ({device_summary()})"
     if name != "llamacpp":
         return ""
-    from backends.llamacpp.backend import gpu_offload_supported
-
-    if gpu_offload_supported():
+    if _gpu_build():
         return (
             " (built with GPU offload: all layers go on the GPU unless gpu_layers says otherwise)"
         )
@@ -145,14 +143,21 @@ def _mlx_plan_report(config: ModelConfig, memory: int | None) -> str:
 
 def _offload_state() -> str:
     try:
-        from backends.llamacpp.backend import gpu_offload_supported
-
-        supported = gpu_offload_supported()
+        supported = _gpu_build()
     except ImportError:
         return "llama-cpp-python is not installed"
     if supported:
         return 'built with GPU offload: gpu_layers = "auto" follows this plan'
     return "CPU build, no GPU offload: every layer stays on the CPU whatever the plan"
+
+
+def _gpu_build() -> bool:
+    """A GPU here for this llama.cpp build (its RPC backend, in every build, is no GPU)."""
+    import llama_cpp as ll
+
+    from backends.llamacpp.gpu import gpu_offload
+
+    return gpu_offload(ll)
 
 
 def _gib(n: int) -> str:

@@ -1,4 +1,4 @@
-"""The ``hearth`` command: serve, models, pull, info, bench, service."""
+"""The ``hearth`` command: serve, models, pull, info, bench, service, rpc-worker."""
 
 from __future__ import annotations
 
@@ -98,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
 
     service_module.add_arguments(service)
     service.set_defaults(func=service_module.run)
+
+    worker = sub.add_parser(
+        "rpc-worker", help="lend this machine to a model split over machines (llama.cpp RPC)"
+    )
+    from server.cli import rpc_worker
+
+    rpc_worker.add_arguments(worker)
+    worker.set_defaults(func=rpc_worker.run)
     return parser
 
 

@@ -210,6 +210,7 @@ class ModelHub:
             task=config.task,
             pooling=config.pooling,
             normalize=config.normalize,
+            rpc_workers=config.rpc_workers,
         )
 
     def _prompt_cache_for(self, config: ModelConfig) -> PromptCache | None:

@@ -240,6 +240,9 @@ class FakeLlama:
     def llama_supports_gpu_offload(self) -> bool:
         return self.gpu
 
+    def llama_supports_rpc(self) -> bool:
+        return False
+
     def llama_max_devices(self) -> int:
         return 16
 
