@@ -15,12 +15,13 @@ VERSION=0.3.36
 JOBS=${JOBS:-2}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/hearth
 # The same compiler flags and build key as hearth's own llama-cpp-python (AMX left out
-# on x86-64, keyed by CPU, compiler and CMAKE_ARGS), so both run the same kernels.
+# on x86-64, the RPC backend in, keyed by CPU, compiler and CMAKE_ARGS), so both run the
+# same kernels.
 LLAMA_CPP_VERSION=$VERSION
 . "$(dirname "$0")/../scripts/llama-cpp-build.sh"
 export CFLAGS="${CFLAGS:-} $LLAMA_CFLAGS" CXXFLAGS="${CXXFLAGS:-} $LLAMA_CFLAGS"
 ROOT=$CACHE/llama.cpp-$VERSION-$LLAMA_BUILD_KEY
-read -ra EXTRA_CMAKE_ARGS <<< "${CMAKE_ARGS:-}"
+read -ra EXTRA_CMAKE_ARGS <<< "$LLAMA_CMAKE_ARGS"
 BIN=$ROOT/bin
 TARGETS=(llama-server llama-batched-bench)
 

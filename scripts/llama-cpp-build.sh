@@ -11,12 +11,23 @@
 # version, CMAKE_ARGS, these flags, the compiler, the machine and the CPU's feature
 # flags, so a cache or home directory copied to another CPU builds afresh instead of
 # running code compiled for instructions that CPU may lack (SIGILL).
-# Sets: LLAMA_CFLAGS (to add to CFLAGS and CXXFLAGS) and LLAMA_BUILD_KEY.
+#
+# Every build has llama.cpp's RPC backend (GGML_RPC: a model's layers on other machines'
+# `hearth rpc-worker`; one more source file, about a minute of the build), plain TCP:
+# RDMA is left out, so a build machine with libibverbs makes the same wheel as one
+# without. HEARTH_LLAMA_RPC=0 builds without it.
+# Sets: LLAMA_CFLAGS (to add to CFLAGS and CXXFLAGS), LLAMA_CMAKE_ARGS (CMAKE_ARGS with the
+# RPC flags) and LLAMA_BUILD_KEY.
 # Needs: LLAMA_CPP_VERSION. LLAMA_CPUINFO: where to read the CPU's flags (/proc/cpuinfo).
 
 LLAMA_CFLAGS=""
 if [ "$(uname -m)" = x86_64 ] && [ "${HEARTH_LLAMA_AMX:-0}" != 1 ]; then
     LLAMA_CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+fi
+
+LLAMA_CMAKE_ARGS="${CMAKE_ARGS:-}"
+if [ "${HEARTH_LLAMA_RPC:-1}" != 0 ]; then
+    LLAMA_CMAKE_ARGS="-DGGML_RPC=ON -DGGML_RPC_RDMA=OFF $LLAMA_CMAKE_ARGS"
 fi
 
 LLAMA_CPUINFO=${LLAMA_CPUINFO:-/proc/cpuinfo}
@@ -34,7 +45,7 @@ llama_cpu_features() {
 LLAMA_BUILD_KEY=$(
     {
         echo "$LLAMA_CPP_VERSION"
-        echo "${CMAKE_ARGS:-}"
+        echo "$LLAMA_CMAKE_ARGS"
         echo "$LLAMA_CFLAGS ${CFLAGS:-} ${CXXFLAGS:-}"
         uname -sm
         "${CC:-cc}" --version 2>/dev/null | head -n1
