@@ -13,7 +13,7 @@
 # running code compiled for instructions that CPU may lack (SIGILL).
 #
 # Every build has llama.cpp's RPC backend (GGML_RPC: a model's layers on other machines'
-# `hearth rpc-worker`; one more source file, about a minute of the build), plain TCP:
+# `hearth rpc-worker`; two more source files, seconds of the build), plain TCP:
 # RDMA is left out, so a build machine with libibverbs makes the same wheel as one
 # without. HEARTH_LLAMA_RPC=0 builds without it.
 # Sets: LLAMA_CFLAGS (to add to CFLAGS and CXXFLAGS), LLAMA_CMAKE_ARGS (CMAKE_ARGS with the
