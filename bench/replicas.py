@@ -253,9 +253,10 @@ async def drain_then_kill(
     replicas: Replicas, proxy: Haproxy, load: Load, before: float = 0, total: float = 0
 ) -> dict[str, float]:
     """Under ``load``: SIGTERM hearth1 (after ``before`` seconds, and a whole stream per
-    worker), start it again once it has exited, SIGKILL hearth2 while it streams, and
-    stop the load once two streams started after HAProxy counted hearth2 down have
-    ended, ``total`` seconds from the start at the earliest. The moments (monotonic)."""
+    worker); start it again once it has exited and a stream has started since HAProxy
+    counted it down; SIGKILL hearth2 while it streams; stop the load once two streams
+    started after HAProxy counted hearth2 down have ended, ``total`` seconds from the
+    start at the earliest. The moments (monotonic)."""
     (first, second), t = replicas.procs, {"start": time.monotonic()}
     await asyncio.sleep(before)
     await until(lambda: all(any(o.worker == w and o.whole for o in load.outcomes)
@@ -264,6 +265,7 @@ async def drain_then_kill(
     first.send_signal(signal.SIGTERM)
     t["first_down"] = await asyncio.to_thread(proxy.wait_state, "hearth1", "DOWN")
     t["first_exit_code"] = float(await asyncio.to_thread(first.wait, 180))
+    await until(lambda: any(o.started > t["first_down"] for o in load.outcomes))
     t["restart"] = time.monotonic()
     replicas.procs[0] = await asyncio.to_thread(replicas.start, 0)
     t["first_up"] = await asyncio.to_thread(proxy.wait_state, "hearth1", "UP")
@@ -288,6 +290,12 @@ def run_under_load(
         traffic = asyncio.create_task(load.run())
         try:
             return await drain_then_kill(replicas, proxy, load, before, total)
+        except TimeoutError as exc:
+            failed = [o for o in load.outcomes if not o.whole and o.ended]
+            raise TimeoutError(
+                f"{exc}: {len(load.outcomes)} streams, {len(failed)} failed, the last "
+                f"{failed[-3:]}; HAProxy counts {proxy.states()}"
+            ) from exc
         finally:
             load.stopping = True
             await traffic
