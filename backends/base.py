@@ -46,6 +46,12 @@ class TaskUnsupported(BackendError):
     them, a generation step on an embedding model)."""
 
 
+# The drafters a model may speculate with: prompt lookup (n-grams of the prompt and the
+# output so far) and a smaller draft model with the same tokenizer.
+NGRAM, DRAFT_MODEL = "ngram", "model"
+DRAFTERS = (NGRAM, DRAFT_MODEL)
+
+
 # What a model is loaded for (models.toml's ``task``), and how an embedding model pools
 # its tokens' hidden states into one vector (``pooling``; ``rank``: a reranker's score).
 GENERATE, EMBED, RERANK = "generate", "embed", "rerank"
@@ -137,6 +143,9 @@ class Work:
     seq_id: int
     n_tokens: int
     sample: bool
+    # Speculation: the most draft tokens the backend may guess after the last one fed
+    # and verify in this same pass (see :meth:`Backend.step`); 0: none.
+    draft: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +161,11 @@ class Delta:
     token: int
     text: str
     eog: bool
+    # The last delta of a speculative step for this sequence: how many draft tokens were
+    # verified, how many of them were accepted, and which drafter guessed them.
+    drafted: int = 0
+    accepted: int = 0
+    drafter: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +200,8 @@ class Capabilities:
     # ``max_sequences`` the most inputs one forward pass embeds.
     pooling: str | None = None
     embedding_size: int = 0
+    # The drafters this model can speculate with (DRAFTERS names), in the order tried.
+    drafters: tuple[str, ...] = ()
 
 
 class Backend(Protocol):
@@ -250,6 +266,13 @@ class Backend(Protocol):
         """Run one forward pass over every sequence's share of work, then sample.
 
         Returns one :class:`Delta` per work item with ``sample`` set, and the failures.
+        A work item with ``draft`` > 0 may also have up to that many draft tokens guessed
+        (by the model's drafters) and verified in the same pass: its deltas are then the
+        draft tokens the model's own sampling chose, in order, and the token sampled
+        after the last of them (from 1 to ``draft + 1`` deltas), the last carrying the
+        counts. Each position is sampled with the sequence's own sampler and a draft
+        token is kept only where the sample equals it, so the output is what the model
+        would have written without speculation, sampled ones too, seeds included.
         """
         ...
 
@@ -318,6 +341,24 @@ class LoadRequest:
     pooling: str | None = None  # one of POOLINGS; None: the model's own (its metadata)
     normalize: bool = False  # an embedding model's vectors scaled to unit length
     rpc_workers: tuple[str, ...] = ()  # llama.cpp RPC workers ("HOST:PORT") to offload to
+    speculative: Speculative | None = None  # None: no speculation
+
+
+@dataclass(frozen=True, slots=True)
+class Speculative:
+    """Speculative decoding for a model (models.toml ``[speculative]``): the drafters the
+    backend loads, and the engine's limits on using them."""
+
+    # The drafters, in the order tried; None: what the backend can do unasked (prompt
+    # lookup where it can roll back draft tokens, else none). A drafter named here that
+    # the backend cannot load is refused at load.
+    drafters: tuple[str, ...] | None = None
+    draft_model: Path | None = None  # DRAFT_MODEL's GGUF
+    ngram_min: int = 2  # the shortest n-gram a lookup matches (the longest first)
+    ngram_max: int = 4
+    max_draft: int = 16  # draft tokens one sequence may verify in one step
+    # Decoding sequences above which no sequence drafts; 0: the step costs decide alone.
+    max_batch: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ A mistake raises :class:`ConfigError` naming the model and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import tomllib
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import (
+    DRAFT_MODEL,
+    DRAFTERS,
     EMBED,
     GENERATE,
     INTEGER_SAMPLING,
@@ -22,6 +25,7 @@ from backends.base import (
     SAMPLING_RANGES,
     TASKS,
     SamplingParams,
+    Speculative,
 )
 from backends.formats import NONE, REASONING_FORMATS, TOOL_FORMATS
 from backends.llamacpp.rpc import MAX_WORKERS as MAX_RPC_WORKERS
@@ -35,6 +39,7 @@ _KEYS = {
     "sampling", "batch_tokens", "default_max_tokens", "options", "gpu_memory_limit",
     "kv_cache_type", "main_gpu", "weight_repack", "keep_alive", "reasoning_parser",
     "tool_parser", "task", "pooling", "normalize", "matryoshka", "rpc_workers",
+    "speculative",
 }  # fmt: skip
 EMBED_MAX_SEQUENCES = 64  # an embedding model's default inputs per forward pass
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
@@ -78,6 +83,9 @@ class ModelConfig:
     normalize: bool = False  # an embed model's vectors scaled to unit length
     matryoshka: bool = False  # trained so that a vector's first dimensions embed alone
     rpc_workers: tuple[str, ...] = ()  # llama.cpp RPC workers, "HOST:PORT" each
+    # Speculative decoding (the [speculative] table); None: none (an embedding model)
+    speculative: Speculative | None = field(default_factory=Speculative)
+    draft_model: str | None = None  # [speculative] draft_model: another model's name
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +129,7 @@ def load_models_file(path: Path, cache_dir: Path) -> ModelsFile:
         name: _parse_model(name, table, path.parent, cache_dir) for name, table in tables.items()
     }
     _check_names(models)
+    _draft_models(models)
     default = data.get("default", next(iter(models)))
     if default not in models:
         raise ConfigError(f"{path}: default = {default!r} is not a model in this file")
@@ -183,8 +192,62 @@ def _parse_model(name: str, table: Any, base: Path, cache_dir: Path) -> ModelCon
         tool_parser=get.parser("tool_parser", TOOL_FORMATS),
         task=task,
         rpc_workers=_rpc_workers(get),
+        **_speculative(get, task),
         **_pooling(get, task),
     )
+
+
+_SPECULATIVE_KEYS = {"drafters", "draft_model", "ngram_min", "ngram_max", "max_draft",
+                     "max_batch"}  # fmt: skip
+
+
+def _speculative(get: _Getter, task: str) -> dict[str, Any]:
+    """The ``[speculative]`` table: a generating model speculates with prompt lookup
+    unless it says otherwise (``drafters = []``: never)."""
+    if task != GENERATE:
+        if "speculative" in get.values:
+            raise ConfigError(f"model {get.model!r}: key 'speculative' needs task = \"generate\"")
+        return {"speculative": None}
+    table = get.table_of("speculative")
+    unknown = set(table) - _SPECULATIVE_KEYS
+    if unknown:
+        raise ConfigError(f"model {get.model!r}: unknown key(s) in [speculative]: "
+                          + ", ".join(sorted(unknown)))  # fmt: skip
+    sub = _Getter(f"{get.model}] [speculative", table)
+    drafters = sub.str_tuple("drafters") if "drafters" in table else None
+    if drafters is not None and (
+        set(drafters) - set(DRAFTERS) or len(set(drafters)) < len(drafters)
+    ):
+        raise sub.fail("drafters", "a list of " + " and ".join(f'"{d}"' for d in DRAFTERS))
+    draft_model = sub.str_or_none("draft_model")
+    if (draft_model is not None) != (drafters is not None and DRAFT_MODEL in drafters):
+        raise ConfigError(f"model {get.model!r}: [speculative] draft_model and the drafter "
+                          '"model" go together')  # fmt: skip
+    n_min = sub.integer("ngram_min", 2, minimum=1, maximum=16)
+    spec = Speculative(
+        drafters=drafters,
+        ngram_min=n_min,
+        ngram_max=sub.integer("ngram_max", max(4, n_min), minimum=n_min, maximum=16),
+        max_draft=sub.integer("max_draft", 16, minimum=1, maximum=64),
+        max_batch=sub.integer("max_batch", 0, minimum=0),
+    )
+    return {"speculative": spec, "draft_model": draft_model}
+
+
+def _draft_models(models: dict[str, ModelConfig]) -> None:
+    """Resolve each ``draft_model`` to the model of that name in the file: a GGUF model
+    that generates, and not itself."""
+    for name, model in models.items():
+        if model.draft_model is None or model.speculative is None:
+            continue
+        draft = models.get(model.draft_model)
+        if draft is None or draft.name == name or draft.task != GENERATE or draft.path.is_dir():
+            raise ConfigError(
+                f"model {name!r}: [speculative] draft_model = {model.draft_model!r} must name "
+                "another GGUF model of this file that generates text"
+            )
+        spec = dataclasses.replace(model.speculative, draft_model=draft.path)
+        models[name] = dataclasses.replace(model, speculative=spec)
 
 
 def _rpc_workers(get: _Getter) -> tuple[str, ...]:

@@ -10,6 +10,10 @@ Loaded with ``task = "embed"`` it embeds an input as the counts of its bytes by 
 mod 8; with ``"rerank"`` a (query, document) pair scores the share of the document's
 words that the query holds. It records each embedding pass's input lengths.
 
+Loaded with ``speculative`` it speculates with the drafter "ngram": its guess is the
+reply's next tokens, but for the token at ``draft_wrong_at`` in each draft (None: none),
+so a step of ``draft`` k yields the tokens before the wrong one and one more.
+
 Its reasoning format is models.toml's ``reasoning_parser``, and its template reads
 ``enable_thinking``. Forced tokens that the reply holds further on make it go on from
 after them, as a model would answer after a forced close tag.
@@ -27,6 +31,7 @@ from typing import Any
 from backends.base import (
     EMBED,
     GENERATE,
+    NGRAM,
     RERANK,
     Backend,
     Capabilities,
@@ -73,7 +78,9 @@ class FakeBackend:
             template_variables=frozenset({"enable_thinking"}),
             pooling=(request.pooling or "mean") if pooled else None,
             embedding_size={EMBED: EMBED_SIZE, RERANK: 1}.get(request.task, 0),
+            drafters=(NGRAM,) if request.speculative is not None and not pooled else (),
         )
+        self.draft_wrong_at: int | None = None
         self.normalize = request.normalize
         self.passes: list[list[int]] = []  # each embedding pass: its inputs' lengths
         self.template_kwargs: list[Mapping[str, Any] | None] = []
@@ -140,9 +147,24 @@ class FakeBackend:
         for w in work:
             seq = self._seqs[w.seq_id]
             seq.pending = max(0, seq.pending - w.n_tokens)
-            if w.sample:
+            if w.draft:
+                deltas += self._speculate(w.seq_id, seq, w.draft)
+            elif w.sample:
                 deltas.append(self._next(w.seq_id, seq))
         return deltas, []
+
+    def _speculate(self, seq_id: int, seq: _Seq, k: int) -> list[Delta]:
+        draft = seq.reply[seq.produced : seq.produced + k]
+        deltas = []
+        for i in range(len(draft) + 1):
+            deltas.append(self._next(seq_id, seq))
+            if deltas[-1].eog or i == len(draft) or i == self.draft_wrong_at:
+                break
+        accepted = len(deltas) - 1
+        last = deltas[-1]
+        deltas[-1] = Delta(last.seq_id, last.token, last.text, last.eog, drafted=len(draft),
+                           accepted=accepted, drafter=NGRAM)  # fmt: skip
+        return deltas
 
     def _next(self, seq_id: int, seq: _Seq) -> Delta:
         if seq.produced >= len(seq.reply):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
@@ -72,3 +73,17 @@ def gguf_string(text: bytes, length: int | None = None) -> bytes:
 
 def raw_header(n_tensors: int, kv: bytes = b"", n_kv: int = 0, tail: bytes = b"") -> bytes:
     return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv) + kv + tail
+
+
+def copy_metadata(reader: Any, writer: GGUFWriter, changes: dict[str, Any]) -> None:
+    """Every key of a GGUF ``reader`` into ``writer`` (but the architecture, which the
+    writer has, and the GGUF.* ones it writes itself), with ``changes`` by key."""
+    import gguf
+
+    for field in reader.fields.values():
+        if field.name == "general.architecture" or field.name.startswith("GGUF."):
+            continue
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        value = changes.get(field.name, field.contents())
+        writer.add_key_value(field.name, value, kind, sub_type=sub)

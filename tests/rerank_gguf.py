@@ -14,6 +14,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from tests.gguf_files import copy_metadata
+
 RANK = 4  # llama.cpp's LLAMA_POOLING_TYPE_RANK
 
 
@@ -42,13 +44,7 @@ def build_reranker(source: Path, path: Path, seed: int = 0, template: str | None
         0.1,
     )
     writer = gguf.GGUFWriter(path, arch)
-    for field in reader.fields.values():
-        if field.name == "general.architecture" or field.name.startswith("GGUF."):
-            continue
-        kind = field.types[0]
-        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        value = RANK if field.name == f"{arch}.pooling_type" else field.contents()
-        writer.add_key_value(field.name, value, kind, sub_type=sub)
+    copy_metadata(reader, writer, {f"{arch}.pooling_type": RANK})
     for t in reader.tensors:
         writer.add_tensor(t.name, np.asarray(t.data), raw_shape=list(reversed(t.shape.tolist())),
                           raw_dtype=t.tensor_type)  # fmt: skip

@@ -13,6 +13,7 @@ always prefilled afresh, never from KV computed in another batch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -24,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from backends import formats
 from backends.base import (
+    DRAFT_MODEL,
     GENERATE,
+    NGRAM,
     Backend,
     Capabilities,
     ChatMessage,
@@ -46,11 +49,13 @@ from backends.llamacpp import gpu as llamacpp_gpu
 from backends.llamacpp.sampler import Grammars, Sampler
 from backends.options import PrefixOptions, prefix_options
 from backends.prompt_store import BLOCK, PromptStore, model_key
+from backends.speculative import NgramIndex
 from backends.templates import ChatTemplate
 from backends.text import Utf8Stream
 from backends.tokens import common_prefix
 
 if TYPE_CHECKING:
+    from backends.llamacpp.draft import DraftModel
     from backends.llamacpp.pooled import Pooler
 
 log = logging.getLogger("hearth.llamacpp")
@@ -75,6 +80,18 @@ class _Seq:
     pending: list[int]
     sampler: Sampler
     text: Utf8Stream
+    ngrams: NgramIndex | None = None  # prompt lookup's index, made at the first draft
+
+
+@dataclass(slots=True)
+class _Verify:
+    """A work item's place in the batch: the logits index of its last fed token, and
+    the draft tokens fed after it, each with its own logits index."""
+
+    index: int
+    tokens: list[int]
+    draft: list[int] = field(default_factory=list)
+    drafter: str = ""
 
 
 class LlamaCppPlugin:
@@ -115,7 +132,7 @@ class LlamaCppPlugin:
 def gpu_offload_supported() -> bool:
     import llama_cpp as ll
 
-    return bool(ll.llama_supports_gpu_offload())
+    return llamacpp_gpu.gpu_offload(ll)
 
 
 def build_features() -> frozenset[str]:
@@ -165,6 +182,9 @@ class LlamaCppBackend:
         self._seqs: dict[int, _Seq] = {}
         self._store = _prompt_store(request, ll) if not (self._recurrent or pooled) else None
         self._pooler: Pooler | None = None
+        self._draft_model: DraftModel | None = None
+        self._ngram = (2, 4)
+        drafters = self._drafters(request)
         try:
             self._template = self._chat_template(request)
         except TemplateError as exc:
@@ -193,12 +213,13 @@ class LlamaCppBackend:
             vocab_size=ll.llama_vocab_n_tokens(self._vocab),
             chat_template=self._template is not None,
             fim=ll.llama_vocab_fim_pre(self._vocab) >= 0,
-            gpu_offload=bool(ll.llama_supports_gpu_offload()),
+            gpu_offload=llamacpp_gpu.gpu_offload(ll),
             reasoning_format=reasoning,
             tool_format=tools,
             template_variables=self._template.variables if self._template else frozenset(),
             pooling=self._pooler.pooling if self._pooler else None,
             embedding_size=self._pooler.size if self._pooler else 0,
+            drafters=drafters,
             details={
                 "n_ctx_train": n_train,
                 "threads": request.threads,
@@ -207,6 +228,42 @@ class LlamaCppBackend:
                 "weight_repack": self._repack.reason,
             },
         )
+
+    def _drafters(self, request: LoadRequest) -> tuple[str, ...]:
+        """Load the drafters models.toml asks for (prompt lookup unasked), where this
+        model can drop rejected draft tokens: not a recurrent state, nor a sliding
+        window that may have given older cells away."""
+        spec = request.speculative
+        if spec is None or request.task != GENERATE:
+            return ()
+        if self._recurrent or self._n_swa:
+            why = "recurrent state" if self._recurrent else "sliding-window attention"
+            if spec.drafters:
+                self.close()
+                raise ModelLoadError(
+                    f"model {request.name!r}: speculative decoding needs a model whose KV "
+                    f"cache can drop draft tokens, and this one has {why}; remove "
+                    "[speculative] drafters"
+                )
+            log.info("model %s: no speculation (%s)", request.name, why)
+            return ()
+        drafters = spec.drafters if spec.drafters is not None else (NGRAM,)
+        self._ngram = (spec.ngram_min, spec.ngram_max)
+        if DRAFT_MODEL in drafters:
+            from backends.llamacpp.draft import DraftModel
+
+            if spec.draft_model is None:
+                self.close()
+                raise ModelLoadError(f"model {request.name!r}: the drafter \"model\" needs "
+                                     "[speculative] draft_model")  # fmt: skip
+            try:
+                self._draft_model = DraftModel(
+                    self._ll, spec.draft_model, request, len(self._slots), self._vocab
+                )
+            except ModelLoadError as exc:
+                self.close()
+                raise ModelLoadError(f"model {request.name!r}: {exc}") from exc
+        return drafters
 
     def _load_model(self, request: LoadRequest) -> Any:
         ll = self._ll
@@ -409,7 +466,7 @@ class LlamaCppBackend:
         return 0
 
     def step(self, work: Sequence[Work]) -> tuple[list[Delta], list[StepFailure]]:
-        fed = self._fill_batch(work)
+        fed = self._fill_batch(work, self._drafts(work))
         rc = self._batch.decode(self._ctx)
         if rc == 1 and self._evict_idle():
             rc = self._batch.decode(self._ctx)
@@ -420,16 +477,48 @@ class LlamaCppBackend:
             return [], [StepFailure(ids, f"llama_decode failed (code {rc})")]
         now = time.monotonic()
         deltas = []
-        for w, (index, tokens) in zip(work, fed, strict=True):
+        for w, v in zip(work, fed, strict=True):
             seq = self._seqs[w.seq_id]
-            seq.slot.tokens.extend(tokens)
+            seq.slot.tokens.extend(v.tokens)
             seq.slot.last_used = now
-            del seq.pending[: len(tokens)]
-            if w.sample:
-                deltas.append(self._sample(w.seq_id, seq, index))
+            del seq.pending[: len(v.tokens)]
+            if v.draft:
+                deltas += self._verify(w.seq_id, seq, v)
+            elif w.sample:
+                deltas.append(self._sample(w.seq_id, seq, v.index))
         return deltas, []
 
-    def _fill_batch(self, work: Sequence[Work]) -> list[tuple[int, list[int]]]:
+    def _drafts(self, work: Sequence[Work]) -> dict[int, tuple[str, list[int]]]:
+        """Each speculating sequence's guess and its drafter: prompt lookup where the
+        sequence's last tokens recur, else the draft model (one batched run for all)."""
+        drafts: dict[int, tuple[str, list[int]]] = {}
+        by_model: list[tuple[int, list[int], int]] = []
+        for w in work:
+            seq = self._seqs[w.seq_id]
+            if w.draft <= 0 or not w.sample or w.n_tokens != len(seq.pending):
+                continue
+            history = seq.slot.tokens + seq.pending
+            if NGRAM in self.capabilities.drafters:
+                if seq.ngrams is None:
+                    seq.ngrams = NgramIndex(*self._ngram)
+                seq.ngrams.extend(history[len(seq.ngrams.tokens) :])
+                guess = seq.ngrams.draft(w.draft)
+                if guess:
+                    drafts[w.seq_id] = (NGRAM, guess)
+                    continue
+            if self._draft_model is not None:
+                by_model.append((w.seq_id, history, w.draft))
+        if by_model:
+            slots = {self._seqs[s].slot.id: s for s, _, _ in by_model}
+            wanted = [(self._seqs[s].slot.id, h, k) for s, h, k in by_model]
+            for slot_id, guess in self._draft_model.draft(wanted).items():  # type: ignore[union-attr]
+                if guess:
+                    drafts[slots[slot_id]] = (DRAFT_MODEL, guess)
+        return drafts
+
+    def _fill_batch(
+        self, work: Sequence[Work], drafts: Mapping[int, tuple[str, list[int]]]
+    ) -> list[_Verify]:
         batch = self._batch
         batch.clear()
         fed = []
@@ -441,8 +530,38 @@ class LlamaCppBackend:
             for i, token in enumerate(tokens):
                 last = i == len(tokens) - 1
                 index = batch.add(token, start + i, seq.slot.id, w.sample and last)
-            fed.append((index, tokens))
+            verify = _Verify(index, tokens)
+            if w.seq_id in drafts:
+                verify.drafter, verify.draft = drafts[w.seq_id]
+                start += len(tokens)
+                for i, token in enumerate(verify.draft):
+                    batch.add(token, start + i, seq.slot.id, True)
+            fed.append(verify)
         return fed
+
+    def _verify(self, seq_id: int, seq: _Seq, v: _Verify) -> list[Delta]:
+        """Sample each position of a speculative step in turn with the sequence's own
+        sampler, keeping a draft token only where the sample equals it; the first
+        sample that differs (or ends the sequence) is the last. The refused draft
+        tokens leave the KV cache."""
+        slot, draft = seq.slot, v.draft
+        slot.tokens.extend(draft)
+        deltas, accepted = [], 0
+        for i in range(len(draft) + 1):
+            delta = self._sample(seq_id, seq, v.index + i)
+            deltas.append(delta)
+            if delta.eog or i == len(draft) or delta.token != draft[i]:
+                break
+            seq.pending.pop()  # its KV is in the cache already: it is not fed again
+            accepted += 1
+        keep = len(slot.tokens) - len(draft) + accepted
+        if keep < len(slot.tokens):
+            self._ll.llama_memory_seq_rm(self._mem, slot.id, keep, -1)
+            del slot.tokens[keep:]
+        deltas[-1] = dataclasses.replace(
+            deltas[-1], drafted=len(draft), accepted=accepted, drafter=v.drafter
+        )
+        return deltas
 
     def _sample(self, seq_id: int, seq: _Seq, index: int) -> Delta:
         ll = self._ll
@@ -530,6 +649,8 @@ class LlamaCppBackend:
     def close(self) -> None:
         for seq_id in list(self._seqs):
             self._drop(seq_id)
+        if self._draft_model is not None:
+            self._draft_model.close()
         if self._ctx is not None:
             self._grammars.close()
             self._batch.free()

@@ -211,6 +211,7 @@ class ModelHub:
             pooling=config.pooling,
             normalize=config.normalize,
             rpc_workers=config.rpc_workers,
+            speculative=config.speculative,
         )
 
     def _prompt_cache_for(self, config: ModelConfig) -> PromptCache | None:

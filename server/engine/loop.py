@@ -16,6 +16,7 @@ import enum
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from backends.base import (
     BackendError,
     BackendPlugin,
     Capabilities,
+    Delta,
     LoadRequest,
     OutOfMemory,
     Work,
@@ -43,6 +45,7 @@ from server.engine.requests import (
 )
 from server.engine.scheduler import QueueFullError, Scheduler, SeqState
 from server.engine.sequences import Active, prepare
+from server.engine.speculation import Speculation
 from server.errors import (
     HearthError,
     InternalError,
@@ -109,6 +112,8 @@ class Engine:
         self._by_request: dict[str, int] = {}
         self._next_seq = 0
         self._scheduler: Scheduler | None = None
+        self._speculation: Speculation | None = None
+        self._spec_totals: dict[str, list[int]] = {}  # drafter: [drafted, accepted]
         self._step_errors = 0
         self._widest_step = 0  # the most sequences one step has advanced
         # Prompts are rendered and tokenized here, so that a huge one does not stall the
@@ -225,6 +230,9 @@ class Engine:
             max_waiting=self._max_waiting,
         )
         self._metrics.set("hearth_kv_cache_capacity_tokens", caps.context_length, model=self.name)
+        spec = self._load.speculative
+        if caps.drafters and spec is not None:
+            self._speculation = Speculation(max_draft=spec.max_draft, max_batch=spec.max_batch)
 
     def _run(self, backend: Backend) -> None:
         scheduler = self._scheduler
@@ -238,6 +246,8 @@ class Engine:
             for seq_id in scheduler.out_of_room():
                 self._end(seq_id, finished=FinishReason.LENGTH)
             work = scheduler.plan()
+            if work and self._speculation is not None:
+                work = self._speculation.plan(work, self._draft_room, scheduler.step_tokens)
             if work:
                 self._step(backend, scheduler, work)
             self._gauges(backend, scheduler)
@@ -257,7 +267,17 @@ class Engine:
         active.on_admitted(seq.fed, self._metrics)
         active.stream.push(Admitted(seq.fed))
 
+    def _draft_room(self, seq_id: int) -> int:
+        """The most a sequence may draft this step: none where it opted out or a
+        reasoning budget is counting its tokens (the engine may force its close)."""
+        active = self._active.get(seq_id)
+        if active is None or active.request.speculative is False or active.budget is not None:
+            return 0
+        assert self._scheduler is not None
+        return self._scheduler.draft_room(seq_id)
+
     def _step(self, backend: Backend, scheduler: Scheduler, work: list[Work]) -> None:
+        started = time.perf_counter()
         try:
             deltas, failures = backend.step(work)
         except Exception:
@@ -274,17 +294,45 @@ class Engine:
             return
         self._step_errors = 0
         self._count_step(len(work))
-        scheduler.advance(work)
+        scheduler.advance(work, self._speculated(work, deltas, time.perf_counter() - started))
         for failure in failures:
             for seq_id in failure.seq_ids:
                 self._end(seq_id, failed=InternalError(failure.message), release=False)
         for delta in deltas:
-            active = self._active[delta.seq_id]
+            active = self._active.get(delta.seq_id)
+            if active is None:
+                continue  # ended by an earlier token of this step (a speculative one)
             reason = active.on_delta(delta, self._metrics)
             if reason is None and active.force_due:
                 reason = self._force(backend, scheduler, delta.seq_id, active)
             if reason is not None:
                 self._end(delta.seq_id, finished=reason)
+
+    def _speculated(self, work: list[Work], deltas: list[Delta], seconds: float) -> dict[int, int]:
+        """Record a step's verified drafts (the policy's rates and costs, the metrics);
+        returns the draft tokens each sequence had accepted."""
+        accepted: dict[int, int] = {}
+        drafted = 0
+        for delta in deltas:
+            if not delta.drafted:
+                continue
+            drafted += delta.drafted
+            accepted[delta.seq_id] = delta.accepted
+            m, kind = self._metrics, delta.drafter
+            m.inc("hearth_spec_draft_tokens_total", delta.drafted, model=self.name, drafter=kind)
+            m.inc("hearth_spec_accepted_tokens_total", delta.accepted, model=self.name,
+                  drafter=kind)  # fmt: skip
+            m.inc("hearth_spec_drafts_total", model=self.name, drafter=kind)
+            totals = self._spec_totals.setdefault(kind, [0, 0])
+            totals[0] += delta.drafted
+            totals[1] += delta.accepted
+            rate = totals[1] / totals[0]
+            m.set("hearth_spec_acceptance_rate", rate, model=self.name, drafter=kind)
+            if self._speculation is not None:
+                self._speculation.record(delta.seq_id, delta.drafted, delta.accepted)
+        if self._speculation is not None:
+            self._speculation.step_took(sum(w.n_tokens for w in work) + drafted, seconds)
+        return accepted
 
     def _force(
         self, backend: Backend, scheduler: Scheduler, seq_id: int, active: Active
@@ -415,6 +463,8 @@ class Engine:
         active = self._active.pop(seq_id)
         self._by_request.pop(active.request.request_id, None)
         self._scheduler.finish(seq_id)
+        if self._speculation is not None:
+            self._speculation.forget(seq_id)
         if release:
             self.backend.release(seq_id)
         outcome = "aborted" if aborted else "error" if failed else str(finished and finished.value)

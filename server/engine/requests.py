@@ -75,6 +75,9 @@ class GenerationRequest:
     thinking: Thinking = Thinking()
     # Extra variables for the chat template (chat_template_kwargs), values as JSON text.
     template_kwargs: tuple[tuple[str, str], ...] = ()
+    # Speculative decoding (the ``speculative`` extension): False: never for this
+    # request; True: asked for (refused where the model has no drafter); None: the model's.
+    speculative: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ Pure policy, no I/O but reading a model's header or config to size it; the hub
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,10 @@ def footprint(config: ModelConfig) -> int:
     from backends.llamacpp import offload
 
     _, gguf = offload.plan_model(config, ())
+    draft = config.speculative.draft_model if config.speculative else None
+    if draft is not None:  # the draft model's weights and KV for the same context
+        draft_config = dataclasses.replace(config, path=draft, speculative=None)
+        return footprint(draft_config) + int(_size(path) + gguf.kv_bytes)
     return int(_size(path) + gguf.kv_bytes + COMPUTE_BYTES)
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from backends.base import Work
@@ -182,8 +183,22 @@ class Scheduler:
             budget -= n
         return work
 
-    def advance(self, work: list[Work]) -> None:
-        """Record that ``work`` was fed (prefill progress) and sampled."""
+    def draft_room(self, seq_id: int) -> int:
+        """The most draft tokens a decoding sequence may verify this step: they take KV
+        within its reservation until verified, and what is accepted counts as generated,
+        so one more sample than the draft stays within its ``max_tokens``."""
+        seq = self.running.get(seq_id)
+        if seq is None or seq.prefilling or seq.forced:
+            return 0
+        kv = seq.reserved - (seq.prompt_len + seq.generated)
+        return max(0, min(kv, seq.max_tokens - seq.generated - 1))
+
+    def advance(self, work: list[Work], accepted: Mapping[int, int] | None = None) -> None:
+        """Record that ``work`` was fed (prefill progress) and sampled; ``accepted``: the
+        draft tokens each speculating sequence had accepted, generated as well."""
+        for seq_id, n in (accepted or {}).items():
+            if seq_id in self.running:
+                self.running[seq_id].generated += n
         for w in work:
             seq = self.running.get(w.seq_id)
             if seq is None:

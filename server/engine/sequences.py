@@ -99,6 +99,11 @@ def prepare(
             backend.check_constraint(constraint)
         except BackendError as exc:
             raise InvalidRequest(str(exc), param=request.constraint_param) from exc
+    if request.speculative and not backend.capabilities.drafters:
+        raise InvalidRequest(
+            "this model has no drafter for speculative decoding (see [speculative] in models.toml)",
+            param="speculative",
+        )
     variables = template_variables(request.template_kwargs, request.thinking, backend.capabilities)
     prompt = _prompt_tokens(request, backend, variables)
     if not prompt:

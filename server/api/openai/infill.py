@@ -46,7 +46,7 @@ from server.errors import InternalError, InvalidRequest, UnsupportedParameter
 MAX_EXTRA_CHUNKS = 256
 _PASSED = {
     "model", "temperature", "top_k", "top_p", "min_p", "seed", "presence_penalty",
-    "frequency_penalty", "stop", "stream", "ignore_eos", "max_tokens",
+    "frequency_penalty", "stop", "stream", "ignore_eos", "max_tokens", "speculative",
 }  # fmt: skip
 _OWN = {"input_prefix", "input_suffix", "input_extra", "prompt", "n_predict"}
 IGNORED = {

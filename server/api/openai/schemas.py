@@ -29,7 +29,7 @@ _SAMPLING_FIELDS = {
 }  # fmt: skip
 _COMMON = _SAMPLING_FIELDS | {
     "model", "max_tokens", "stop", "stream", "stream_options", "user", "n", "logprobs",
-    "ignore_eos", "interactive", "response_format",
+    "ignore_eos", "interactive", "response_format", "speculative",
 }  # fmt: skip
 CHAT_FIELDS = _COMMON | {
     "messages", "max_completion_tokens", "top_logprobs", "logit_bias", "tools", "tool_choice",
@@ -157,6 +157,7 @@ def _parsed(
         max_tokens=max_tokens,
         stop=f.stop_strings(fields.get("stop")),
         arrival=time.monotonic(),
+        speculative=None if fields.get("speculative") is None else f.boolean(fields, "speculative"),
         **prompt,
     )
     return ParsedRequest(generation, stream, _include_usage(fields, stream))
