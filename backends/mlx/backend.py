@@ -70,6 +70,12 @@ NO_GRAMMAR = (
     "json_schema and tool_choice 'required' or a named function are not available for this "
     "model; use tool_choice 'auto', or a GGUF model on the llama.cpp backend"
 )
+# The batch's KV cache is one padded array per layer for every sequence, trimmed for all
+# of them at once: one sequence cannot drop its refused draft tokens alone.
+NO_SPECULATION = (
+    "speculative decoding is not available with the MLX backend (its batched KV cache "
+    "cannot drop one sequence's refused draft tokens); remove [speculative] drafters"
+)
 
 
 class MlxPlugin:
@@ -92,6 +98,8 @@ class MlxPlugin:
     def load(self, request: LoadRequest) -> Backend:
         if request.task != GENERATE:
             raise ModelLoadError(f"model {request.name!r}: {NO_POOLING}")
+        if request.speculative is not None and request.speculative.drafters:
+            raise ModelLoadError(f"model {request.name!r}: {NO_SPECULATION}")
         return MlxBackend(request)
 
 
