@@ -168,7 +168,7 @@ class Load:
 
     async def run(self) -> None:
         limits = httpx.Limits(max_connections=self.workers * 2)
-        async with httpx.AsyncClient(base_url=self.base, timeout=120, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=self.base, timeout=600, limits=limits) as client:
             await asyncio.gather(*(self._worker(client, i) for i in range(self.workers)))
 
     async def _worker(self, client: httpx.AsyncClient, i: int) -> None:
