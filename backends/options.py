@@ -13,10 +13,12 @@ class PrefixOptions:
     entries: int  # finished sequences kept as reusable prefixes
 
 
-def prefix_options(request: LoadRequest, backend: str, entries_key: str) -> PrefixOptions:
-    """``prefix_cache`` and ``entries_key`` from ``options``; any other key, or a value
-    out of range, is a load error naming the key."""
-    known = {"prefix_cache", entries_key}
+def prefix_options(
+    request: LoadRequest, backend: str, entries_key: str, others: tuple[str, ...] = ()
+) -> PrefixOptions:
+    """``prefix_cache`` and ``entries_key`` from ``options``; any other key but the
+    backend's ``others``, or a value out of range, is a load error naming the key."""
+    known = {"prefix_cache", entries_key, *others}
     unknown = set(request.options) - known
     name = request.name
     if unknown:

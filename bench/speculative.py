@@ -5,9 +5,10 @@ n-gram speculators, on one build and GGUF, in one run.
 
 Workloads, greedy (temperature 0), ``--tokens`` tokens each (the answer is cut there):
 
-- edit: a 300-line Python file (the first 300 lines of server/engine/loop.py) and a
-  one-line change ("rename X to Y, reply with the whole file"), so the answer mostly
-  copies the prompt; at N streams each asks to rename another name in the same file.
+- edit: a 300-line Python file (the first 300 lines of server/engine/loop.py) and, after
+  it, a one-line change ("rename X to Y, reply with the whole file"), so the answer
+  mostly copies the prompt; at N streams each asks to rename another name in the same
+  file (the prompts share the file: hearth prefills it once, llama-server once a slot).
 - chat: a free question whose answer copies nothing ("explain ... in your own words").
 
 Speeds are decode tokens per second: a stream's tokens after its first over the time
@@ -56,8 +57,8 @@ CONTEXT, SEQUENCES, THREADS = 65536, 16, 2
 def edit_prompt(i: int) -> str:
     code = "\n".join(SOURCE.read_text().splitlines()[:300])
     old, new = RENAMES[i % len(RENAMES)]
-    return (f"Rename the method {old} to {new} everywhere in this file. Reply with the whole "
-            f"file and nothing else.\n\n```python\n{code}\n```")  # fmt: skip
+    return (f"```python\n{code}\n```\n\nRename the method {old} to {new} everywhere in this "
+            "file. Reply with the whole file and nothing else.")  # fmt: skip
 
 
 def stream(

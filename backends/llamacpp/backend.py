@@ -159,7 +159,7 @@ class LlamaCppBackend:
 
         self._ll = ll
         native.init_logging()
-        options = prefix_options(request, "llama.cpp", "prefix_cache_slots")
+        options = prefix_options(request, "llama.cpp", "prefix_cache_slots", ("flash_attention",))
         pooled = request.task != GENERATE  # an embedding model keeps no prefixes
         self._prefix_cache = options.enabled and not pooled
         n_cache_slots = _cache_slots(request, options, ll.llama_max_parallel_sequences(), pooled)
@@ -257,8 +257,9 @@ class LlamaCppBackend:
                 raise ModelLoadError(f"model {request.name!r}: the drafter \"model\" needs "
                                      "[speculative] draft_model")  # fmt: skip
             try:
+                slots, flash = len(self._slots), self._flash_type
                 self._draft_model = DraftModel(
-                    self._ll, spec.draft_model, request, len(self._slots), self._vocab
+                    self._ll, spec.draft_model, request, slots, self._vocab, flash
                 )
             except ModelLoadError as exc:
                 self.close()
@@ -296,6 +297,8 @@ class LlamaCppBackend:
             configure(params, request)
         try:
             llamacpp_gpu.apply_kv_cache(ll, params, request)
+            self._flash_attention(params, request)
+            self._flash_type = params.flash_attn_type  # the draft model's context too
         except ModelLoadError:
             ll.llama_model_free(self._model)
             raise
@@ -304,6 +307,32 @@ class LlamaCppBackend:
             ll.llama_model_free(self._model)
             raise ModelLoadError(llamacpp_gpu.context_failure(request, n_seq))
         return ctx
+
+    def _flash_attention(self, params: Any, request: LoadRequest) -> None:
+        """``options.flash_attention``: ``true``, ``false`` or ``"auto"``. Auto leaves it to
+        llama.cpp on a GPU and turns it off for a generating model on the CPU, where
+        llama.cpp's flash-attention kernel costs about as much per token of a pass as a
+        whole one-token pass at a few thousand tokens of context (docs/benchmarks.md,
+        "Flash attention on the CPU"): a batch of sequences, a verified draft or a long
+        conversation decode two to four times faster without it. A quantized KV cache
+        needs it."""
+        ll = self._ll
+        setting = request.options.get("flash_attention", "auto")
+        if setting not in ("auto", True, False):
+            raise ModelLoadError(
+                f'model {request.name!r}: options.flash_attention must be "auto", true or false'
+            )
+        if setting is False and request.kv_cache_type != "f16":
+            raise ModelLoadError(f"model {request.name!r}: kv_cache_type = "
+                                 f"{request.kv_cache_type!r} needs flash attention")  # fmt: skip
+        if setting is True:
+            params.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        elif setting is False or (
+            request.kv_cache_type == "f16"
+            and request.task == GENERATE
+            and self._placement.gpu_layers == 0
+        ):
+            params.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
 
     @staticmethod
     def _batch_capacity(request: LoadRequest) -> int:

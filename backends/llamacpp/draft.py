@@ -37,7 +37,15 @@ _CHECK_STRIDE = 97  # tokenizer check: every 97th token's text, and the special 
 class DraftModel:
     """The draft model's weights, context and per-slot tokens (see the module docstring)."""
 
-    def __init__(self, ll: Any, path: Path, request: LoadRequest, n_slots: int, target_vocab: Any):
+    def __init__(
+        self,
+        ll: Any,
+        path: Path,
+        request: LoadRequest,
+        n_slots: int,
+        target_vocab: Any,
+        flash_attn_type: int,
+    ) -> None:
         self._ll = ll
         params = ll.llama_model_default_params()
         params.n_gpu_layers = 0 if request.gpu_layers == 0 else 999
@@ -61,6 +69,7 @@ class DraftModel:
         threads = request.threads or os.cpu_count() or 1
         cparams.n_threads = cparams.n_threads_batch = threads
         cparams.no_perf = True
+        cparams.flash_attn_type = flash_attn_type  # as the model's own context
         self._ctx = ll.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             ll.llama_model_free(self._model)
