@@ -331,7 +331,8 @@ class Engine:
             if self._speculation is not None:
                 self._speculation.record(delta.seq_id, delta.drafted, delta.accepted)
         if self._speculation is not None:
-            self._speculation.step_took(sum(w.n_tokens for w in work) + drafted, seconds)
+            tokens = sum(w.n_tokens for w in work) + drafted
+            self._speculation.step_took(tokens, seconds, len(work))
         return accepted
 
     def _force(

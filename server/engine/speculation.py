@@ -10,9 +10,10 @@ weights and tokens are nearly free until the batch is large:
   smoothed over its recent steps) and a draft length: doubled after a step that took
   every draft token, cut to one past what was taken after one that did not. Its
   expected gain from ``k`` tokens at rate ``a`` is ``a + a^2 + ... + a^k`` tokens.
-- :class:`StepCosts` keeps the time of a step by the number of tokens it fed,
-  smoothed, measured on every step. An unmeasured size is estimated from the nearest
-  measured ones, optimistically, so that a size is tried and then known.
+- :class:`StepCosts` keeps the time of a step by the number of sequences it advanced
+  and of tokens it fed, smoothed, measured on every step. An unmeasured size is
+  estimated from the nearest measured ones of as many sequences, optimistically, so
+  that a size is tried and then known.
 - Each step the sequences are taken best rate first: one drafts where the step's
   tokens per second with its draft beat those without. So speculation turns itself off
   as the batch grows (each sequence's tokens then cost as much as a draft token and
@@ -50,19 +51,23 @@ class _SeqSpec:
 
 
 class StepCosts:
-    """Smoothed seconds per step by the number of tokens it fed."""
+    """Smoothed seconds per step by the number of sequences it advanced and the tokens it
+    fed: four sequences' tokens cost more than four tokens of one (each attends to its
+    own context), so the two are kept apart."""
 
     def __init__(self) -> None:
-        self._seconds: dict[int, float] = {}
+        self._seconds: dict[int, dict[int, float]] = {}
 
-    def record(self, tokens: int, seconds: float) -> None:
-        old = self._seconds.get(tokens)
-        self._seconds[tokens] = seconds if old is None else old + COST_WEIGHT * (seconds - old)
+    def record(self, tokens: int, seconds: float, sequences: int = 1) -> None:
+        row = self._seconds.setdefault(sequences, {})
+        old = row.get(tokens)
+        row[tokens] = seconds if old is None else old + COST_WEIGHT * (seconds - old)
 
-    def estimate(self, tokens: int) -> float | None:
-        """The time of a step of ``tokens``: measured, interpolated between the nearest
-        measured sizes, or extrapolated optimistically above them; None before any."""
-        known = self._seconds
+    def estimate(self, tokens: int, sequences: int = 1) -> float | None:
+        """The time of a step of ``tokens`` over ``sequences``: measured, interpolated
+        between the nearest measured sizes, or extrapolated optimistically above them;
+        None before any step of that many sequences."""
+        known = self._seconds.get(sequences, {})
         if tokens in known:
             return known[tokens]
         below = max((t for t in known if t < tokens), default=None)
@@ -76,8 +81,8 @@ class StepCosts:
             return known[above]
         return None
 
-    def table(self) -> dict[int, float]:
-        return dict(sorted(self._seconds.items()))
+    def table(self) -> dict[int, dict[int, float]]:
+        return {n: dict(sorted(row.items())) for n, row in sorted(self._seconds.items())}
 
 
 def expected_gain(rate: float, length: int) -> float:
@@ -109,8 +114,8 @@ class Speculation:
         decoding = sum(1 for w in work if w.sample)
         if self.max_batch and decoding > self.max_batch:
             return list(work)
-        tokens = sum(w.n_tokens for w in work)
-        base = self.costs.estimate(tokens)
+        tokens, sequences = sum(w.n_tokens for w in work), len(work)
+        base = self.costs.estimate(tokens, sequences)
         if base is None:
             return list(work)  # the first step measures the cost of plain decoding
         emitted = float(decoding)
@@ -131,7 +136,7 @@ class Speculation:
         for _, i, longest, state in sorted(candidates, key=lambda c: -c[0]):
             best = None
             for length in range(1, min(longest, step_tokens - tokens) + 1):
-                cost = self.costs.estimate(tokens + length)
+                cost = self.costs.estimate(tokens + length, sequences)
                 gain = expected_gain(state.rate, length)
                 # Tokens per second of the step with this draft, against without it.
                 if cost is not None and (emitted + gain) * base > emitted * cost:
@@ -156,9 +161,9 @@ class Speculation:
         else:
             state.length = max(1, accepted + 1)
 
-    def step_took(self, tokens: int, seconds: float) -> None:
+    def step_took(self, tokens: int, seconds: float, sequences: int = 1) -> None:
         if tokens > 0 and math.isfinite(seconds):
-            self.costs.record(tokens, seconds)
+            self.costs.record(tokens, seconds, sequences)
 
     def forget(self, seq_id: int) -> None:
         self._seqs.pop(seq_id, None)

@@ -92,6 +92,22 @@ def test_step_costs_interpolate_and_extrapolate_optimistically() -> None:
     assert 0.050 < costs.estimate(9) < 0.100  # type: ignore[operator]
 
 
+def test_step_costs_are_kept_by_sequence_count() -> None:
+    costs = StepCosts()
+    costs.record(4, 0.040, sequences=1)
+    costs.record(4, 0.100, sequences=4)
+    assert costs.estimate(4, 1) == 0.040 and costs.estimate(4, 4) == 0.100
+    assert costs.estimate(6, 4) > 0.100  # type: ignore[operator]
+    assert costs.estimate(4, 2) is None  # never seen: measured first, no guess
+
+
+def test_a_batch_drafts_once_its_own_plain_step_is_measured() -> None:
+    spec = Speculation(max_draft=8)
+    assert all(w.draft == 0 for w in spec.plan(decoding(0, 1, 2, 3), lambda s: 8, 512))
+    spec.step_took(4, 0.100, sequences=4)
+    assert any(w.draft for w in spec.plan(decoding(0, 1, 2, 3), lambda s: 8, 512))
+
+
 def decoding(*seq_ids: int) -> list[Work]:
     return [Work(s, 1, True) for s in seq_ids]
 
@@ -142,7 +158,8 @@ def test_a_sequence_that_never_gets_a_token_accepted_stops_then_retries() -> Non
 def test_limits_hold_room_step_budget_and_max_batch() -> None:
     spec = Speculation(max_draft=8, max_batch=2)
     for n in range(1, 40):
-        spec.step_took(n, 0.010)
+        spec.step_took(n, 0.010, sequences=2)
+        spec.step_took(n, 0.010, sequences=3)
     planned = spec.plan(decoding(0, 1), lambda s: 3 if s == 0 else 0, 512)
     assert [w.draft for w in planned] == [3, 0]  # room 3; none for seq 1
     assert sum(w.draft for w in spec.plan(decoding(0, 1), lambda s: 8, 6)) <= 4  # 2 + drafts <= 6
