@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -45,6 +46,17 @@ def free_port() -> int:
         return port
 
 
+def connection_limit() -> int:
+    """The shipped ``maxconn`` (4096), or fewer where this process may open too few files:
+    HAProxy needs two descriptors a connection and refuses to start without them (a CI
+    shell may allow 1,024). A service raises the limit itself (systemd's LimitNOFILE)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by haproxy
+        soft = hard
+    return 4096 if soft == resource.RLIM_INFINITY else max(64, min(4096, (soft - 128) // 2))
+
+
 def haproxy_config(port: int, replicas: list[int], sock: Path) -> str:
     """The shipped configuration, listening on ``port`` for replicas on local ports."""
     text = CONFIG.read_text()
@@ -54,6 +66,7 @@ def haproxy_config(port: int, replicas: list[int], sock: Path) -> str:
     ports = iter(replicas)
     text = SERVER_LINE.sub(lambda m: f"    server {m[1]} 127.0.0.1:{next(ports)}", text)
     for old, new in (
+        ("    maxconn 4096\n", f"    maxconn {connection_limit()}\n"),
         ("    bind :8080\n", f"    bind 127.0.0.1:{port}\n"),
         ("    log /dev/log local0\n", "    log stdout format raw local0\n"),
         ("stats socket /run/haproxy/hearth.sock ", f"stats socket {sock} "),

@@ -250,8 +250,9 @@ def test_an_embedding_model_takes_no_speculative_table(tmp_path: Path) -> None:
 
 @pytest.fixture
 def spec_engine() -> Iterator[Engine]:
-    eng = Engine("fake", FakePlugin(), load_request(speculative=Speculative(max_draft=4)),
-                 metrics=Metrics(), max_waiting=4, default_max_tokens=100)  # fmt: skip
+    load = load_request(speculative=Speculative(("ngram",), max_draft=4))
+    eng = Engine("fake", FakePlugin(), load, metrics=Metrics(), max_waiting=4,
+                 default_max_tokens=100)  # fmt: skip
     eng.start()
     assert eng.wait_loaded(5) and eng.state is EngineState.READY
     assert eng._speculation is not None
